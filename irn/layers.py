@@ -1,0 +1,225 @@
+"""The implicit θ-layer: one step of a θ-method whose output is a fixed point.
+
+Both schemes write the step as ``y = x + Φ(x, y)`` (paper-notes §1.1):
+
+* ``scheme="linear"``:  ``y = x + h[(1−θ) F(t, x) + θ F(t+h, y)]``
+* ``scheme="one-leg"``: ``y = x + h F(t+θh, (1−θ)x + θy)``
+
+``θ = 0`` is forward Euler (a ResNet block, no solve), ``θ = 1`` backward Euler, ``θ = ½`` the
+trapezoidal rule (linear) or the implicit midpoint rule (one-leg). This is the only module that
+writes the schemes down; :mod:`irn.adjoint` is the only one that writes the backward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .adjoint import AdjointConfig, ImplicitStep
+from .solvers import LINEAR_SOLVERS, POLICIES, SOLVERS, SolverStats, enforce, solve
+
+__all__ = ["SCHEMES", "ThetaLayer", "ThetaStats"]
+
+SCHEMES = ("linear", "one-leg")
+BACKWARDS = ("adjoint", "unrolled")
+
+
+@dataclass
+class ThetaStats:
+    """Statistics of the last forward (and backward) pass of a :class:`ThetaLayer`.
+
+    ``iterations``, ``residual`` and ``converged`` describe the forward solve (``residual`` is
+    the largest per-sample relative residual); the ``backward_*`` fields are filled in by the
+    adjoint solve and stay ``None`` until a backward pass has run (or with ``"unrolled"``).
+    """
+
+    forward: SolverStats
+    backward: SolverStats | None = None
+
+    iterations = property(lambda self: self.forward.iterations)
+    residual = property(lambda self: self.forward.residual)
+    converged = property(lambda self: self.forward.converged)
+    evaluations = property(lambda self: self.forward.evaluations)
+    backward_iterations = property(lambda self: _get(self.backward, "iterations"))
+    backward_residual = property(lambda self: _get(self.backward, "residual"))
+    backward_converged = property(lambda self: _get(self.backward, "converged"))
+
+
+def _get(stats: SolverStats | None, name: str):
+    return None if stats is None else getattr(stats, name)
+
+
+def _frozen(field: nn.Module):
+    """Freeze spectral-norm power iterations (if the field has any) during a solve, so every
+    evaluation of F sees the same weights."""
+    try:
+        from .spectral import frozen
+    except ImportError:  # pragma: no cover - spectral is part of the package
+        return contextlib.nullcontext()
+    return frozen(field)
+
+
+class ThetaLayer(nn.Module):
+    """Implicit residual layer ``y = x + Φ(x, y)`` solved by a batched nonlinear solver.
+
+    Args:
+        field: ``nn.Module`` called as ``field(t, y)``, returning a tensor shaped like ``y``;
+            ``y`` is ``(batch, *state)`` and samples must not interact.
+        theta: θ in [0, 1]; 0 is the explicit ResNet step (no solve).
+        h: Step size, > 0.
+        scheme: ``"linear"`` (θ-combination of F) or ``"one-leg"`` (F at a θ-combination).
+        solver: ``"anderson"`` (default), ``"fixed-point"`` (Picard, option ``damping``),
+            ``"newton"`` (Newton–Krylov: JVPs + GMRES) or ``"lbfgs"`` (minimizes ``½‖r‖²``,
+            the paper's reference method). All start from the explicit predictor
+            ``x + h F(t, x)``.
+        tol: Relative per-sample residual: sample ``i`` is solved when
+            ``‖y_i − x_i − Φ(x_i, y_i)‖ ≤ tol · max(‖y_i‖, ‖x_i‖)`` (norms over the state),
+            the same test for every solver.
+        max_iter: Nonlinear iterations allowed.
+        backward: ``"adjoint"`` (implicit-function theorem, memory independent of the number
+            of iterations) or ``"unrolled"`` (autograd through the iterations).
+        on_failure: ``"warn"`` (emit :class:`~irn.ConvergenceWarning`), ``"raise"``
+            (:class:`~irn.ConvergenceError`) or ``"ignore"``; applies to the forward and the
+            adjoint solve, and ``stats.converged`` records the outcome in every case.
+        solver_options: Extra keyword arguments for the solver (``damping``, ``memory``, ...).
+        adjoint_solver: ``"gmres"`` (default) or ``"fixed-point"`` for ``(I − ∂Φ/∂y)ᵀv = g``.
+        adjoint_tol: Relative tolerance of the adjoint solve (default: ``tol``).
+        adjoint_max_iter: Products allowed in the adjoint solve (default: ``max_iter``).
+        adjoint_options: Extra keyword arguments for the linear solver (e.g. ``restart``).
+    """
+
+    def __init__(
+        self,
+        field: nn.Module,
+        *,
+        theta: float = 1.0,
+        h: float = 1.0,
+        scheme: str = "linear",
+        solver: str = "anderson",
+        tol: float = 1e-6,
+        max_iter: int = 50,
+        backward: str = "adjoint",
+        on_failure: str = "warn",
+        solver_options: dict | None = None,
+        adjoint_solver: str = "gmres",
+        adjoint_tol: float | None = None,
+        adjoint_max_iter: int | None = None,
+        adjoint_options: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(field, nn.Module) or not callable(field):
+            raise ValueError(f"field must be an nn.Module called as field(t, y), got {field!r}")
+        if not 0.0 <= float(theta) <= 1.0:
+            raise ValueError(f"theta must lie in [0, 1], got {theta}")
+        if not float(h) > 0.0:
+            raise ValueError(f"h must be > 0, got {h}")
+        for name, value, allowed in (
+            ("scheme", scheme, SCHEMES),
+            ("solver", solver, tuple(SOLVERS)),
+            ("backward", backward, BACKWARDS),
+            ("on_failure", on_failure, POLICIES),
+            ("adjoint_solver", adjoint_solver, tuple(LINEAR_SOLVERS)),
+        ):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {list(allowed)}")
+        if not tol > 0:
+            raise ValueError(f"tol must be > 0, got {tol}")
+        if int(max_iter) < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+        self.field = field
+        self.theta, self.h = float(theta), float(h)
+        self.scheme, self.solver, self.backward = scheme, solver, backward
+        self.tol, self.max_iter, self.on_failure = float(tol), int(max_iter), on_failure
+        self.solver_options = dict(solver_options or {})
+        self.adjoint_solver = adjoint_solver
+        self.adjoint_tol = float(adjoint_tol) if adjoint_tol is not None else self.tol
+        self.adjoint_max_iter = int(adjoint_max_iter or self.max_iter)
+        self.adjoint_options = dict(adjoint_options or {})
+        self.stats: ThetaStats | None = None
+
+    def extra_repr(self) -> str:
+        return (
+            f"theta={self.theta}, h={self.h}, scheme={self.scheme!r}, solver={self.solver!r}, "
+            f"tol={self.tol:g}, backward={self.backward!r}"
+        )
+
+    def _eval(self, t, y: torch.Tensor) -> torch.Tensor:
+        out = self.field(t, y)
+        if not isinstance(out, torch.Tensor) or out.shape != y.shape:
+            got = getattr(out, "shape", type(out).__name__)
+            raise ValueError(
+                f"field output shape {tuple(got)} differs from its input shape {tuple(y.shape)}"
+            )
+        return out
+
+    def phi(self, t, x: torch.Tensor, y: torch.Tensor, fx: torch.Tensor | None = None):
+        """``Φ(x, y)``: the increment of the step (``fx = F(t, x)`` may be passed in)."""
+        th, h = self.theta, self.h
+        if self.scheme == "linear":
+            fx = self._eval(t, x) if fx is None else fx
+            return h * (1 - th) * fx + h * th * self._eval(t + h, y)
+        return h * self._eval(t + th * h, (1 - th) * x + th * y)
+
+    def forward(self, x: torch.Tensor, t: float | torch.Tensor = 0.0) -> torch.Tensor:
+        """Return ``y`` solving the step from state ``x`` at time ``t``; see :attr:`stats`."""
+        if not isinstance(x, torch.Tensor) or x.dim() < 2:
+            raise ValueError("x must be a tensor shaped (batch, *state)")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x contains non-finite values (nan or inf)")
+        # The first evaluation may advance spectral-norm power iterations (train mode);
+        # every later one is frozen, so the solve sees one fixed field.
+        keep_graph = self.scheme == "linear" or self.theta == 0.0 or self.backward == "unrolled"
+        with torch.set_grad_enabled(torch.is_grad_enabled() and keep_graph):
+            fx = self._eval(t, x)  # one-leg (adjoint) needs F(t, x) only for the predictor
+        if self.theta == 0.0:
+            empty = x.new_zeros(x.shape[0])
+            self.stats = ThetaStats(SolverStats("explicit", 0, 1, empty, self.tol))
+            return x + self.h * fx
+        with _frozen(self.field):
+            return self._implicit(x, t, fx)
+
+    def _implicit(self, x: torch.Tensor, t, fx: torch.Tensor) -> torch.Tensor:
+        shape, bsz = x.shape, x.shape[0]
+        unrolled = self.backward == "unrolled" and torch.is_grad_enabled()
+        xs = x if unrolled else x.detach()
+        fxs = fx if unrolled else fx.detach()
+
+        def residual(yf: torch.Tensor) -> torch.Tensor:
+            y = yf.view(shape)
+            return (y - xs - self.phi(t, xs, y, fxs)).reshape(bsz, -1)
+
+        y0 = (xs + self.h * fxs).reshape(bsz, -1)  # the explicit (forward-Euler) predictor
+        options = dict(tol=self.tol, max_iter=self.max_iter, **self.solver_options)
+        options["scale"] = torch.linalg.vector_norm(xs.detach().reshape(bsz, -1), dim=1)
+        # Parametrized weights (spectral norm) are computed once for the whole solve.
+        cache = parametrize.cached() if not unrolled else contextlib.nullcontext()
+        with cache, torch.set_grad_enabled(unrolled):
+            y, fstats = solve(self.solver, residual, y0, **options)
+        stats = ThetaStats(fstats)
+        self.stats = stats
+        enforce(fstats, self.on_failure, "ThetaLayer forward solve")
+        y = y.view(shape)
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.field.parameters())
+        )
+        if unrolled or not needs_grad:
+            return y
+
+        def report(bstats: SolverStats) -> None:
+            stats.backward = bstats
+
+        config = AdjointConfig(
+            self.adjoint_solver,
+            self.adjoint_tol,
+            self.adjoint_max_iter,
+            self.on_failure,
+            report,
+            self.adjoint_options,
+        )
+        y_leaf = y.detach().requires_grad_(True)
+        phi = self.phi(t, x, y_leaf, fx)  # the one graph of Φ the backward pass needs
+        return ImplicitStep.apply(x, phi, y_leaf, config)

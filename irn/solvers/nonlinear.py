@@ -1,0 +1,293 @@
+"""Batched nonlinear solvers for ``r(y) = 0`` with one independent system per sample.
+
+Every solver takes a residual ``r: (batch, n) -> (batch, n)`` that acts on each row separately,
+an initial guess ``y0`` and the shared stopping rule: sample ``i`` has converged when its
+relative residual ``‖r_i(y_i)‖ / max(‖y_i‖, s_i)`` is at most ``tol`` (``s_i`` is an optional
+per-sample scale, the norm of the layer input). Converged samples are frozen while the rest of
+the batch iterates; the best iterate of each sample is returned with :class:`SolverStats`.
+
+Why hand-written: ``torch.optim.LBFGS`` and scipy solve one coupled problem, so one hard sample
+slows (or its line search distorts) the whole batch; these solvers run every sample's own
+iteration in the same few tensor ops, on any device, and are differentiable end to end, so
+``backward="unrolled"`` can backpropagate through them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .linear import gmres
+from .stats import SolverStats
+
+__all__ = ["SOLVERS", "anderson", "fixed_point", "lbfgs", "newton_krylov", "solve"]
+
+Residual = Callable[[torch.Tensor], torch.Tensor]
+
+
+class _Tracker:
+    """Per-sample bookkeeping: relative residuals, best iterate, evaluation count."""
+
+    def __init__(self, name: str, y: torch.Tensor, r: torch.Tensor, tol: float, scale):
+        self.name, self.tol, self.evals, self.iterations = name, tol, 1, 0
+        self.scale = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
+        if scale is not None:
+            self.scale = scale.to(y.dtype)
+        self.res = self.measure(r, y)
+        self.best_y, self.best_res = y, self.res
+        self.history = [self._max(self.res)]  # floats, for plots and logs
+
+    def measure(self, r: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        num = torch.linalg.vector_norm(r, dim=1).detach()
+        den = torch.maximum(torch.linalg.vector_norm(y, dim=1).detach(), self.scale)
+        out = num / den.clamp_min(torch.finfo(y.dtype).tiny)
+        out = torch.where(num == 0, torch.zeros_like(out), out)
+        return torch.where(torch.isfinite(out), out, torch.full_like(out, float("inf")))
+
+    @staticmethod
+    def _max(res: torch.Tensor) -> float:
+        return float(res.max()) if res.numel() else 0.0
+
+    @property
+    def active(self) -> torch.Tensor:
+        return ~(self.res <= self.tol)
+
+    def done(self) -> bool:
+        return not bool(self.active.any())
+
+    def update(self, y: torch.Tensor, r: torch.Tensor) -> None:
+        self.iterations += 1
+        self.res = self.measure(r, y)
+        better = self.res < self.best_res
+        self.best_y = torch.where(better[:, None], y, self.best_y)
+        self.best_res = torch.where(better, self.res, self.best_res)
+        self.history.append(self._max(self.res))
+
+    def result(self) -> tuple[torch.Tensor, SolverStats]:
+        stats = SolverStats(
+            self.name, self.iterations, self.evals, self.best_res, self.tol, self.history
+        )
+        return self.best_y, stats
+
+
+def fixed_point(
+    residual: Residual,
+    y0: torch.Tensor,
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 50,
+    scale: torch.Tensor | None = None,
+    damping: float = 1.0,
+) -> tuple[torch.Tensor, SolverStats]:
+    """Damped Picard iteration ``y ← y − β r(y)``.
+
+    For the θ-step residual ``r(y) = y − x − Φ(x, y)`` and ``β = 1`` this is ``y ← x + Φ(x, y)``;
+    it converges when the spectral radius of ``I − β ∂r/∂y`` is below one.
+    """
+    y = y0
+    r = residual(y)
+    tr = _Tracker("fixed-point", y, r, tol, scale)
+    while tr.iterations < max_iter and not tr.done():
+        y = torch.where(tr.active[:, None], y - damping * r, y)
+        r = residual(y)
+        tr.evals += 1
+        tr.update(y, r)
+    return tr.result()
+
+
+def anderson(
+    residual: Residual,
+    y0: torch.Tensor,
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 50,
+    scale: torch.Tensor | None = None,
+    memory: int = 5,
+    damping: float = 1.0,
+) -> tuple[torch.Tensor, SolverStats]:
+    """Anderson acceleration (type II) of the damped map ``g(y) = y − β r(y)``.
+
+    With the last ``m`` iterates ``y_j`` and residuals ``r_j``, the next iterate is
+    ``Σ α_j (y_j − β r_j)`` where ``α`` minimizes ``‖Σ α_j r_j‖`` subject to ``Σ α_j = 1``
+    (solved per sample from the regularized ``m × m`` Gram matrix).
+    """
+    y = y0
+    r = residual(y)
+    tr = _Tracker("anderson", y, r, tol, scale)
+    ys: list[torch.Tensor] = []
+    rs: list[torch.Tensor] = []
+    reg = torch.finfo(y.dtype).eps ** 0.5
+    while tr.iterations < max_iter and not tr.done():
+        ys, rs = (ys + [y])[-memory:], (rs + [r])[-memory:]
+        if len(ys) == 1:
+            y_new = y - damping * r
+        else:
+            Y, R = torch.stack(ys, 1), torch.stack(rs, 1)  # (batch, k, n)
+            H = R @ R.transpose(1, 2)
+            lam = reg * H.diagonal(dim1=1, dim2=2).mean(1).clamp_min(torch.finfo(y.dtype).tiny)
+            H = H + lam[:, None, None] * torch.eye(len(ys), dtype=y.dtype, device=y.device)
+            z = torch.linalg.solve(H, torch.ones_like(H[:, :, :1])).squeeze(-1)
+            alpha = z / z.sum(1, keepdim=True)
+            ok = torch.isfinite(alpha).all(1, keepdim=True)  # else fall back to a damped step
+            plain = torch.zeros_like(alpha)
+            plain[:, -1] = 1.0
+            alpha = torch.where(ok, alpha, plain)
+            y_new = torch.einsum("bk,bkn->bn", alpha, Y - damping * R)
+        y = torch.where(tr.active[:, None], y_new, y)
+        r = residual(y)
+        tr.evals += 1
+        tr.update(y, r)
+    return tr.result()
+
+
+def _line_search(residual, y, r, d, phi, slope, tr, max_halvings=10, c=1e-4):
+    """Backtracking (Armijo) per sample on ``φ(y) = ½‖r(y)‖²``: accept the first ``λ = 2^-j``
+    with ``φ(y + λd) ≤ φ(y) + c λ slope``; samples that never pass keep their last trial."""
+    lam = torch.ones_like(phi)
+    pending = tr.active.clone()
+    y_new, r_new = y, r
+    for _ in range(max_halvings):
+        y_try = torch.where(pending[:, None], y + lam[:, None] * d, y_new)
+        r_try = residual(y_try)
+        tr.evals += 1
+        y_new = torch.where(pending[:, None], y_try, y_new)
+        r_new = torch.where(pending[:, None], r_try, r_new)
+        phi_try = 0.5 * (r_try**2).sum(1)
+        passed = torch.isfinite(phi_try) & (phi_try <= phi + c * lam * slope)
+        pending = pending & ~passed
+        if not bool(pending.any()):
+            break
+        lam = torch.where(pending, lam / 2, lam)
+    return y_new, r_new
+
+
+def newton_krylov(
+    residual: Residual,
+    y0: torch.Tensor,
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 50,
+    scale: torch.Tensor | None = None,
+    inner_max_iter: int = 30,
+    line_search: bool = True,
+) -> tuple[torch.Tensor, SolverStats]:
+    """Inexact Newton: solve ``(∂r/∂y) d = −r`` by GMRES with Jacobian-vector products
+    (``torch.func.jvp``, never a Jacobian matrix), then step ``y ← y + λ d`` with a
+    backtracking line search on ``½‖r‖²``.
+
+    The inner tolerance ``η = min(0.1, max(res², 0.1 tol / res))`` is loose far from the root
+    and just tight enough near it to finish in one more step.
+    """
+    y = y0
+    r = residual(y)
+    tr = _Tracker("newton", y, r, tol, scale)
+    while tr.iterations < max_iter and not tr.done():
+        active = tr.active
+        res = float(tr.res[active].max())
+        eta = min(0.1, max(res**2, 0.1 * tol / max(res, 1e-300)))
+
+        def jvp(w: torch.Tensor, y_lin: torch.Tensor = y) -> torch.Tensor:
+            return torch.func.jvp(residual, (y_lin,), (w,))[1]
+
+        rhs = torch.where(active[:, None], -r, torch.zeros_like(r))
+        d, inner = gmres(jvp, rhs, tol=eta, max_iter=inner_max_iter, restart=inner_max_iter)
+        tr.evals += 2 * inner.evaluations  # a JVP costs about two residual evaluations
+        if line_search:
+            phi = 0.5 * (r**2).sum(1)
+            y, r = _line_search(residual, y, r, d, phi, -2 * phi, tr)
+        else:
+            y = torch.where(active[:, None], y + d, y)
+            r = residual(y)
+            tr.evals += 1
+        tr.update(y, r)
+    return tr.result()
+
+
+def lbfgs(
+    residual: Residual,
+    y0: torch.Tensor,
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 50,
+    scale: torch.Tensor | None = None,
+    memory: int = 10,
+) -> tuple[torch.Tensor, SolverStats]:
+    """L-BFGS on ``φ(y) = ½‖r(y)‖²`` per sample (the paper's least-squares formulation).
+
+    The gradient ``∇φ = (∂r/∂y)ᵀ r`` is one vector-Jacobian product (``torch.func.vjp``); the
+    two-loop recursion and the Armijo backtracking run per sample, so samples do not share a
+    line search as they do when the whole batch is one ``torch.optim.LBFGS`` problem.
+    """
+
+    def value_grad(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r, pullback = torch.func.vjp(residual, y)
+        return r, pullback(r)[0]
+
+    y = y0
+    r, g = value_grad(y)
+    tr = _Tracker("lbfgs", y, r, tol, scale)
+    tr.evals = 2
+    S: list[torch.Tensor] = []
+    Yd: list[torch.Tensor] = []
+    tiny = torch.finfo(y.dtype).tiny
+    while tr.iterations < max_iter and not tr.done():
+        active = tr.active
+        q, coef = g, []
+        for s, yd in zip(reversed(S), reversed(Yd), strict=True):  # two-loop recursion
+            sy = (s * yd).sum(1)
+            rho = torch.where(sy > tiny, 1 / sy.clamp_min(tiny), torch.zeros_like(sy))
+            a = rho * (s * q).sum(1)
+            q = q - a[:, None] * yd
+            coef.append((rho, a))
+        if S:
+            sy, yy = (S[-1] * Yd[-1]).sum(1), (Yd[-1] ** 2).sum(1)
+            q = q * torch.where(sy > tiny, sy / yy.clamp_min(tiny), torch.ones_like(sy))[:, None]
+        for (s, yd), (rho, a) in zip(zip(S, Yd, strict=True), reversed(coef), strict=True):
+            q = q + (a - rho * (yd * q).sum(1))[:, None] * s
+        d = -q
+        slope = (g * d).sum(1)
+        bad = ~(slope < 0)  # not a descent direction: restart from steepest descent
+        d = torch.where(bad[:, None], -g, d)
+        slope = torch.where(bad, -(g**2).sum(1), slope)
+        # Armijo backtracking with a gradient at every trial (accepted trials reuse it).
+        lam = torch.ones_like(slope)
+        pending = active.clone()
+        phi = 0.5 * (r**2).sum(1)
+        y_new, r_new, g_new = y, r, g
+        for _ in range(10):
+            y_try = torch.where(pending[:, None], y + lam[:, None] * d, y_new)
+            r_try, g_try = value_grad(y_try)
+            tr.evals += 2
+            upd = pending[:, None]
+            y_new = torch.where(upd, y_try, y_new)
+            r_new = torch.where(upd, r_try, r_new)
+            g_new = torch.where(upd, g_try, g_new)
+            phi_try = 0.5 * (r_try**2).sum(1)
+            passed = torch.isfinite(phi_try) & (phi_try <= phi + 1e-4 * lam * slope)
+            pending = pending & ~passed
+            if not bool(pending.any()):
+                break
+            lam = torch.where(pending, lam / 2, lam)
+        S, Yd = (S + [y_new - y])[-memory:], (Yd + [g_new - g])[-memory:]
+        y, r, g = y_new, r_new, g_new
+        tr.update(y, r)
+    return tr.result()
+
+
+SOLVERS: dict[str, Callable[..., tuple[torch.Tensor, SolverStats]]] = {
+    "fixed-point": fixed_point,
+    "anderson": anderson,
+    "newton": newton_krylov,
+    "lbfgs": lbfgs,
+}
+
+
+def solve(
+    method: str, residual: Residual, y0: torch.Tensor, **options
+) -> tuple[torch.Tensor, SolverStats]:
+    """Dispatch to a nonlinear solver by name: ``"fixed-point"``, ``"anderson"``, ``"newton"``
+    (Newton–Krylov) or ``"lbfgs"``; ``options`` go to the solver (``tol``, ``max_iter``, ...)."""
+    if method not in SOLVERS:
+        raise ValueError(f"unknown solver {method!r}; choose one of {list(SOLVERS)}")
+    return SOLVERS[method](residual, y0, **options)
