@@ -1,0 +1,24 @@
+"""irn: implicit residual networks in PyTorch.
+
+A residual block ``y = x + h F(x)`` is a forward-Euler step of an ODE; :class:`ThetaLayer`
+replaces it by an implicit θ-method step whose output is a fixed point, solved by batched
+nonlinear solvers and differentiated with the implicit-function theorem.
+"""
+
+from . import data, regularizers, solvers, stability
+from .layers import ThetaLayer, ThetaStats
+from .solvers import ConvergenceError, ConvergenceWarning, SolverStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvergenceError",
+    "ConvergenceWarning",
+    "SolverStats",
+    "ThetaLayer",
+    "ThetaStats",
+    "data",
+    "regularizers",
+    "solvers",
+    "stability",
+]
