@@ -7,6 +7,7 @@ nonlinear solvers and differentiated with the implicit-function theorem.
 
 from . import data, regularizers, solvers, stability
 from .layers import ThetaLayer, ThetaStats
+from .models import ImplicitResNet, Trajectory
 from .solvers import ConvergenceError, ConvergenceWarning, SolverStats
 
 __version__ = "0.1.0"
@@ -14,9 +15,11 @@ __version__ = "0.1.0"
 __all__ = [
     "ConvergenceError",
     "ConvergenceWarning",
+    "ImplicitResNet",
     "SolverStats",
     "ThetaLayer",
     "ThetaStats",
+    "Trajectory",
     "data",
     "regularizers",
     "solvers",

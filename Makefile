@@ -1,0 +1,76 @@
+# Build, test and book targets for irn. Every target bootstraps .venv/ itself, so a fresh
+# clone needs only Python 3.11 (the pinned book environment) and network access to PyPI:
+#   make book    # build the HTML book into _build/html
+#   make test    # unit tests + strict nbval over the stored outputs of book/*.ipynb
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# Stamp files record a finished install; they are remade when their inputs change.
+STAMP       := $(VENV)/.irn-installed
+BENCH_STAMP := $(VENV)/.irn-bench-installed
+# torch is pinned by naming it in the same pip command as everything else: pip resolving an
+# open torch on its own (from pyproject's torch>=2.2) would fetch a multi-GB CUDA build.
+TORCH := torch==2.13.0
+
+NOTEBOOKS  := $(wildcard book/*.ipynb)
+# Only the folders that exist (empty ones are not in git); ruff fails on a missing path.
+LINT_PATHS := $(wildcard irn tests benchmarks scripts)
+
+# Kernels must pick matplotlib's backend themselves: ipykernel selects its inline backend (headless,
+# Agg-based) only when MPLBACKEND is unset. With MPLBACKEND=Agg inherited from the shell, notebook
+# figures are never displayed, so neither stored in the .ipynb nor shown in the book.
+unexport MPLBACKEND
+
+.PHONY: all venv test book notebooks lint bench bench-quick clean distclean
+
+all: test book
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/book.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# The pins (numpy 2.4, scipy 1.17, ...) need 3.11+; the library alone supports 3.10.
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11) and \
+		"requirements/book.txt needs Python >= 3.11: rm -rf $(VENV); make PYTHON=python3.11 ...")'
+	$(PY) -m pip install $(TORCH) -r requirements/book.txt -e '.[book,test,dev]'
+	touch $@
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install $(TORCH) -r requirements/book.txt -e '.[book,test,dev,bench]'
+	touch $@
+
+# Unit tests (tests/) and every notebook under book/ (testpaths in pyproject.toml).
+# Strict nbval: every stored output is compared, except the ones nbval_sanitize.cfg masks.
+# --nbval-current-env runs the notebooks with this venv's Python whatever the kernelspec says.
+test: $(STAMP)
+	$(VENV)/bin/pytest --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg
+
+# The book renders the outputs stored in the notebooks (execute_notebooks: "off" in
+# _config.yml); run `make notebooks` first after changing a notebook or the library.
+# -W: warnings are errors; -n: nitpicky (broken references); --keep-going: report them all.
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+
+# Re-execute every notebook in place, storing fresh outputs (and widget state).
+notebooks: $(STAMP)
+	$(PY) scripts/run_notebooks.py $(NOTEBOOKS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m benchmarks
+
+bench-quick: $(BENCH_STAMP)
+	$(PY) -m benchmarks --quick
+
+clean:
+	rm -rf _build .pytest_cache .ruff_cache *.egg-info
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) \
+		-type d -print -exec rm -rf {} +
+
+# Also removes the virtual environment (the next target re-creates it).
+distclean: clean
+	rm -rf $(VENV)
