@@ -5,7 +5,8 @@ replaces it by an implicit θ-method step whose output is a fixed point, solved 
 nonlinear solvers and differentiated with the implicit-function theorem.
 """
 
-from . import data, regularizers, solvers, stability
+from . import data, fields, regularizers, solvers, spectral, stability
+from .fields import MLP, ConvField, SpectralNormalized
 from .layers import ThetaLayer, ThetaStats
 from .models import ImplicitResNet, Trajectory
 from .solvers import ConvergenceError, ConvergenceWarning, SolverStats
@@ -13,6 +14,9 @@ from .solvers import ConvergenceError, ConvergenceWarning, SolverStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "MLP",
+    "ConvField",
+    "SpectralNormalized",
     "ConvergenceError",
     "ConvergenceWarning",
     "ImplicitResNet",
@@ -21,7 +25,9 @@ __all__ = [
     "ThetaStats",
     "Trajectory",
     "data",
+    "fields",
     "regularizers",
     "solvers",
+    "spectral",
     "stability",
 ]

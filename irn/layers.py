@@ -21,6 +21,7 @@ from torch.nn.utils import parametrize
 
 from .adjoint import AdjointConfig, ImplicitStep
 from .solvers import LINEAR_SOLVERS, POLICIES, SOLVERS, SolverStats, enforce, solve
+from .spectral import frozen
 
 __all__ = ["SCHEMES", "ThetaLayer", "ThetaStats"]
 
@@ -51,16 +52,6 @@ class ThetaStats:
 
 def _get(stats: SolverStats | None, name: str):
     return None if stats is None else getattr(stats, name)
-
-
-def _frozen(field: nn.Module):
-    """Freeze spectral-norm power iterations (if the field has any) during a solve, so every
-    evaluation of F sees the same weights."""
-    try:
-        from .spectral import frozen
-    except ImportError:  # pragma: no cover - spectral is part of the package
-        return contextlib.nullcontext()
-    return frozen(field)
 
 
 class ThetaLayer(nn.Module):
@@ -179,7 +170,7 @@ class ThetaLayer(nn.Module):
             empty = x.new_zeros(x.shape[0])
             self.stats = ThetaStats(SolverStats("explicit", 0, 1, empty, self.tol))
             return x + self.h * fx
-        with _frozen(self.field):
+        with frozen(self.field):
             return self._implicit(x, t, fx)
 
     def _implicit(self, x: torch.Tensor, t, fx: torch.Tensor) -> torch.Tensor:

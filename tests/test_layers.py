@@ -286,3 +286,22 @@ def test_layer_reports_adjoint_and_unrolled_agree():
 def test_repr_names_the_settings():
     text = repr(irn.ThetaLayer(TanhField(2), theta=0.5, scheme="one-leg"))
     assert "theta=0.5" in text and "one-leg" in text
+
+
+def test_power_iteration_advances_once_per_forward_not_during_the_solve():
+    """The spectral-norm estimate changes once per layer call (at the predictor), so every
+    evaluation inside the solve and the adjoint sees the same normalized weights."""
+    import copy
+
+    field = irn.SpectralNormalized(irn.MLP(4, width=8), alpha=-2.0, beta=0.5).double()
+    twin = copy.deepcopy(field)
+    layer = irn.ThetaLayer(field, theta=1.0, tol=1e-10, solver="newton")
+    x = torch.randn(3, 4, dtype=DT, requires_grad=True)
+    field.train(), twin.train()
+    y = layer(x)
+    assert layer.stats.converged and layer.stats.evaluations > 3
+    twin(0.0, x)  # exactly one unfrozen evaluation
+    for (name, a), (_, b) in zip(field.named_buffers(), twin.named_buffers(), strict=True):
+        assert torch.equal(a, b), name
+    y.sum().backward()
+    assert x.grad is not None
