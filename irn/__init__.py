@@ -5,7 +5,7 @@ replaces it by an implicit θ-method step whose output is a fixed point, solved 
 nonlinear solvers and differentiated with the implicit-function theorem.
 """
 
-from . import data, fields, regularizers, solvers, spectral, stability
+from . import data, fields, regularizers, solvers, spectral, stability, train
 from .fields import MLP, ConvField, SpectralNormalized
 from .layers import ThetaLayer, ThetaStats
 from .models import ImplicitResNet, Trajectory
@@ -30,4 +30,5 @@ __all__ = [
     "solvers",
     "spectral",
     "stability",
+    "train",
 ]

@@ -63,7 +63,8 @@ class ThetaLayer(nn.Module):
         theta: θ in [0, 1]; 0 is the explicit ResNet step (no solve).
         h: Step size, > 0.
         scheme: ``"linear"`` (θ-combination of F) or ``"one-leg"`` (F at a θ-combination).
-        solver: ``"anderson"`` (default), ``"fixed-point"`` (Picard, option ``damping``),
+        solver: ``"anderson"`` (default), ``"fixed-point"`` (Picard); both take the option
+            ``damping`` (default :meth:`damping`: chosen from the field's spectrum if known),
             ``"newton"`` (Newton–Krylov: JVPs + GMRES) or ``"lbfgs"`` (minimizes ``½‖r‖²``,
             the paper's reference method). All start from the explicit predictor
             ``x + h F(t, x)``.
@@ -155,6 +156,22 @@ class ThetaLayer(nn.Module):
             return h * (1 - th) * fx + h * th * self._eval(t + h, y)
         return h * self._eval(t + th * h, (1 - th) * x + th * y)
 
+    def damping(self) -> float:
+        """Richardson/Anderson damping ``β`` from the field's declared spectrum, else 1.
+
+        A field may declare that the eigenvalues of ``∂F/∂y`` lie in the disc with centre
+        ``field.center`` and radius ``field.radius`` (as :class:`~irn.SpectralNormalized`
+        does). Then those of the residual's Jacobian ``I − θh ∂F/∂y`` lie in the disc with
+        centre ``c = 1 − θh·center`` and radius ``ρ = θh·radius``, and ``β = 1/c`` centres the
+        damped iteration's spectrum at 0: it contracts by ``ρ/c`` per step whenever ``ρ < c``.
+        """
+        center = getattr(self.field, "center", None)
+        radius = getattr(self.field, "radius", None)
+        if center is None or radius is None:
+            return 1.0
+        c = 1.0 - self.theta * self.h * float(center)
+        return 1.0 / c if c > self.theta * self.h * float(radius) else 1.0
+
     def forward(self, x: torch.Tensor, t: float | torch.Tensor = 0.0) -> torch.Tensor:
         """Return ``y`` solving the step from state ``x`` at time ``t``; see :attr:`stats`."""
         if not isinstance(x, torch.Tensor) or x.dim() < 2:
@@ -179,12 +196,29 @@ class ThetaLayer(nn.Module):
         xs = x if unrolled else x.detach()
         fxs = fx if unrolled else fx.detach()
 
-        def residual(yf: torch.Tensor) -> torch.Tensor:
-            y = yf.view(shape)
-            return (y - xs - self.phi(t, xs, y, fxs)).reshape(bsz, -1)
+        # r(y) = y − x − Φ(x, y), with everything that does not depend on y computed once.
+        th, h = self.theta, self.h
+        if self.scheme == "linear":
+            base, coef, t_eval = xs + (h * (1 - th)) * fxs, h * th, t + h
+            if th == 1.0:
+                base = xs
+
+            def residual(yf: torch.Tensor) -> torch.Tensor:
+                y = yf.view(shape)
+                f = self._eval(t_eval, y)
+                return (y - base - (f if coef == 1.0 else coef * f)).view(bsz, -1)
+        else:
+            x_part, t_eval = (1 - th) * xs, t + th * h
+
+            def residual(yf: torch.Tensor) -> torch.Tensor:
+                y = yf.view(shape)
+                f = self._eval(t_eval, x_part + th * y if th != 1.0 else y)
+                return (y - xs - (f if h == 1.0 else h * f)).view(bsz, -1)
 
         y0 = (xs + self.h * fxs).reshape(bsz, -1)  # the explicit (forward-Euler) predictor
         options = dict(tol=self.tol, max_iter=self.max_iter, **self.solver_options)
+        if self.solver in ("fixed-point", "anderson") and "damping" not in options:
+            options["damping"] = self.damping()
         options["scale"] = torch.linalg.vector_norm(xs.detach().reshape(bsz, -1), dim=1)
         # Parametrized weights (spectral norm) are computed once for the whole solve.
         cache = parametrize.cached() if not unrolled else contextlib.nullcontext()

@@ -26,32 +26,36 @@ __all__ = ["SOLVERS", "anderson", "fixed_point", "lbfgs", "newton_krylov", "solv
 Residual = Callable[[torch.Tensor], torch.Tensor]
 
 
+def _select(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Rows of ``new`` where ``mask`` holds, else of ``old`` (no copy when all rows agree)."""
+    if bool(mask.all()):
+        return new
+    return torch.where(mask[:, None], new, old)
+
+
 class _Tracker:
-    """Per-sample bookkeeping: relative residuals, best iterate, evaluation count."""
+    """Per-sample bookkeeping: relative residuals, active mask, best iterate, evaluations."""
 
     def __init__(self, name: str, y: torch.Tensor, r: torch.Tensor, tol: float, scale):
         self.name, self.tol, self.evals, self.iterations = name, tol, 1, 0
-        self.scale = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
-        if scale is not None:
-            self.scale = scale.to(y.dtype)
+        self.tiny = torch.finfo(y.dtype).tiny
+        self.scale = None if scale is None else scale.to(y.dtype).detach()
         self.res = self.measure(r, y)
+        self.active = ~(self.res <= tol)
         self.best_y, self.best_res = y, self.res
         self.history = [self._max(self.res)]  # floats, for plots and logs
 
     def measure(self, r: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        num = torch.linalg.vector_norm(r, dim=1).detach()
-        den = torch.maximum(torch.linalg.vector_norm(y, dim=1).detach(), self.scale)
-        out = num / den.clamp_min(torch.finfo(y.dtype).tiny)
-        out = torch.where(num == 0, torch.zeros_like(out), out)
-        return torch.where(torch.isfinite(out), out, torch.full_like(out, float("inf")))
+        """``‖r_i‖ / max(‖y_i‖, s_i)``; non-finite values become ``inf`` (never converged)."""
+        num = torch.linalg.vector_norm(r.detach(), dim=1)
+        den = torch.linalg.vector_norm(y.detach(), dim=1)
+        if self.scale is not None:
+            den = torch.maximum(den, self.scale)
+        return (num / den.clamp_min(self.tiny)).nan_to_num_(nan=float("inf"))
 
     @staticmethod
     def _max(res: torch.Tensor) -> float:
         return float(res.max()) if res.numel() else 0.0
-
-    @property
-    def active(self) -> torch.Tensor:
-        return ~(self.res <= self.tol)
 
     def done(self) -> bool:
         return not bool(self.active.any())
@@ -59,9 +63,13 @@ class _Tracker:
     def update(self, y: torch.Tensor, r: torch.Tensor) -> None:
         self.iterations += 1
         self.res = self.measure(r, y)
+        self.active = ~(self.res <= self.tol)
         better = self.res < self.best_res
-        self.best_y = torch.where(better[:, None], y, self.best_y)
-        self.best_res = torch.where(better, self.res, self.best_res)
+        if bool(better.all()):  # the usual case: no per-row copy
+            self.best_y, self.best_res = y, self.res
+        else:
+            self.best_y = torch.where(better[:, None], y, self.best_y)
+            self.best_res = torch.where(better, self.res, self.best_res)
         self.history.append(self._max(self.res))
 
     def result(self) -> tuple[torch.Tensor, SolverStats]:
@@ -89,7 +97,7 @@ def fixed_point(
     r = residual(y)
     tr = _Tracker("fixed-point", y, r, tol, scale)
     while tr.iterations < max_iter and not tr.done():
-        y = torch.where(tr.active[:, None], y - damping * r, y)
+        y = _select(tr.active, y - damping * r, y)
         r = residual(y)
         tr.evals += 1
         tr.update(y, r)
@@ -109,32 +117,52 @@ def anderson(
     """Anderson acceleration (type II) of the damped map ``g(y) = y − β r(y)``.
 
     With the last ``m`` iterates ``y_j`` and residuals ``r_j``, the next iterate is
-    ``Σ α_j (y_j − β r_j)`` where ``α`` minimizes ``‖Σ α_j r_j‖`` subject to ``Σ α_j = 1``
-    (solved per sample from the regularized ``m × m`` Gram matrix).
+    ``Σ α_j (y_j − β r_j)`` where ``α`` minimizes ``‖Σ α_j r_j‖`` subject to ``Σ α_j = 1``:
+    ``α = H⁻¹1 / 1ᵀH⁻¹1`` with the (regularized) Gram matrix ``H_jk = r_j·r_k``, per sample.
     """
     y = y0
     r = residual(y)
     tr = _Tracker("anderson", y, r, tol, scale)
-    ys: list[torch.Tensor] = []
-    rs: list[torch.Tensor] = []
+    bsz, n = y.shape
+    m = max(1, int(memory))
+    # Ring buffers of past iterates/residuals and their Gram matrix, updated one slot per
+    # iteration. Unrolled (differentiable) solves must not write in place: there every update
+    # makes a new tensor.
+    inplace = not (torch.is_grad_enabled() and (y.requires_grad or r.requires_grad))
+    Y = y.new_zeros(bsz, m, n)
+    R = y.new_zeros(bsz, m, n)
+    H = y.new_zeros(bsz, m, m)
+    eye = torch.eye(m, dtype=y.dtype, device=y.device)
+    ones = y.new_ones(m, 1)
     reg = torch.finfo(y.dtype).eps ** 0.5
+    k = 0  # number of stored pairs
     while tr.iterations < max_iter and not tr.done():
-        ys, rs = (ys + [y])[-memory:], (rs + [r])[-memory:]
-        if len(ys) == 1:
+        slot = k % m
+        k += 1
+        if inplace:
+            Y[:, slot], R[:, slot] = y, r
+            row = torch.bmm(R, r[:, :, None])[:, :, 0]  # r_j · r_new for every slot
+            H[:, slot, :], H[:, :, slot] = row, row
+        else:
+            onehot = eye[slot][None, :, None]
+            Y = Y * (1 - onehot) + onehot * y[:, None]
+            R = R * (1 - onehot) + onehot * r[:, None]
+            H = torch.bmm(R, R.transpose(1, 2))
+        j = min(k, m)
+        if j == 1:
             y_new = y - damping * r
         else:
-            Y, R = torch.stack(ys, 1), torch.stack(rs, 1)  # (batch, k, n)
-            H = R @ R.transpose(1, 2)
-            lam = reg * H.diagonal(dim1=1, dim2=2).mean(1).clamp_min(torch.finfo(y.dtype).tiny)
-            H = H + lam[:, None, None] * torch.eye(len(ys), dtype=y.dtype, device=y.device)
-            z = torch.linalg.solve(H, torch.ones_like(H[:, :, :1])).squeeze(-1)
-            alpha = z / z.sum(1, keepdim=True)
-            ok = torch.isfinite(alpha).all(1, keepdim=True)  # else fall back to a damped step
-            plain = torch.zeros_like(alpha)
-            plain[:, -1] = 1.0
-            alpha = torch.where(ok, alpha, plain)
-            y_new = torch.einsum("bk,bkn->bn", alpha, Y - damping * R)
-        y = torch.where(tr.active[:, None], y_new, y)
+            Hj = H[:, :j, :j]
+            lam = reg * Hj.diagonal(dim1=1, dim2=2).mean(1).clamp_min(tr.tiny)
+            z = torch.linalg.solve(Hj + lam[:, None, None] * eye[:j, :j], ones[:j])
+            alpha = (z / z.sum(1, keepdim=True)).transpose(1, 2)  # (batch, 1, j)
+            ok = torch.isfinite(alpha).all(2, keepdim=True)  # else: a plain damped step
+            if not bool(ok.all()):
+                plain = torch.zeros_like(alpha)
+                plain[:, :, (k - 1) % m] = 1.0
+                alpha = torch.where(ok, alpha, plain)
+            y_new = (torch.bmm(alpha, Y[:, :j]) - damping * torch.bmm(alpha, R[:, :j]))[:, 0]
+        y = _select(tr.active, y_new, y)
         r = residual(y)
         tr.evals += 1
         tr.update(y, r)

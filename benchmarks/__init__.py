@@ -1,0 +1,1 @@
+"""Benchmarks for irn: run with ``python -m benchmarks [--quick] [names...]``."""

@@ -1,0 +1,86 @@
+"""Benchmark 1: forward solve of one implicit step, irn vs torchdeq vs the paper's L-BFGS."""
+
+from __future__ import annotations
+
+import torch
+
+import irn
+
+from .common import median_time, table, write
+from .problems import problem
+from .reference import paper_lbfgs, relative_residual, torchdeq_solve
+
+TOL = 1e-5
+IRN_SOLVERS = ["anderson", "fixed-point", "newton", "lbfgs"]
+TORCHDEQ = [
+    ("anderson", {}),
+    ("anderson", {"tau": 0.5}),
+    ("broyden", {}),
+    ("fixed_point_iter", {"tau": 0.5}),
+]
+
+
+def _methods(field):
+    """name -> callable(x) returning (y, {"evaluations", "iterations"})."""
+    out = {}
+    default = irn.ThetaLayer(field, theta=1.0, h=1.0, tol=TOL, max_iter=100).solver
+    for solver in IRN_SOLVERS:
+        layer = irn.ThetaLayer(field, theta=1.0, h=1.0, solver=solver, tol=TOL, max_iter=100)
+
+        def run(x, layer=layer):
+            with torch.no_grad():
+                y = layer(x)
+            s = layer.stats
+            return y, {"evaluations": s.evaluations, "iterations": s.iterations}
+
+        tag = " (default)" if solver == default else ""
+        out[f"irn {solver}{tag}"] = run
+    for name, kw in TORCHDEQ:
+        label = f"torchdeq {name}" + "".join(f" {k}={v}" for k, v in kw.items())
+        out[label] = lambda x, name=name, kw=kw: torchdeq_solve(name, field, x, TOL, **kw)
+    out["paper L-BFGS (torch.optim)"] = lambda x: paper_lbfgs(field, x, TOL)
+    return out
+
+
+def run(quick: bool = False) -> dict:
+    torch.set_num_threads(1)
+    repeats = 3 if quick else 9
+    results = []
+    for kind in ("contractive", "stiff"):
+        for size in ("small", "large"):
+            field, x = problem(kind, size)
+            for name, method in _methods(field).items():
+                try:
+                    y, info = method(x)
+                    seconds = median_time(lambda m=method, x=x: m(x), repeats)
+                    res = relative_residual(field, x, y)
+                except Exception as err:  # a baseline that crashes is reported, not hidden
+                    results.append({"problem": kind, "size": size, "method": name,
+                                    "error": repr(err)[:80]})  # fmt: skip
+                    continue
+                results.append({
+                    "problem": kind, "size": size, "method": name, "ms": 1e3 * seconds,
+                    "iterations": info["iterations"], "evaluations": info["evaluations"],
+                    "residual": res, "converged": bool(res <= TOL * 1.0001),
+                })  # fmt: skip
+    for kind in ("contractive", "stiff"):
+        for size in ("small", "large"):
+            rows = [r for r in results if r["problem"] == kind and r["size"] == size]
+            ok = [r for r in rows if r.get("converged")]
+            irn_best = min((r["ms"] for r in ok if r["method"].endswith("(default)")), default=None)
+            others = [r["ms"] for r in ok if not r["method"].startswith("irn")]
+            for r in rows:
+                r["speedup_of_default"] = (r["ms"] / irn_best) if irn_best and "ms" in r else None
+            summary = {"irn_default_ms": irn_best, "best_baseline_ms": min(others, default=None)}
+            if irn_best and others:
+                summary["ratio"] = min(others) / irn_best
+            print(f"\n### Forward solve, problem {kind}, {size} (tol {TOL:g}, 1 thread)\n")
+            print(table(rows, ["method", "ms", "iterations", "evaluations", "residual",
+                               "converged", "speedup_of_default"]))  # fmt: skip
+            print(f"\nbest baseline / irn default = {summary.get('ratio', float('nan')):.2f}x")
+    write("forward", {"tol": TOL, "quick": quick, "rows": results})
+    return {"rows": results}
+
+
+if __name__ == "__main__":
+    run()
