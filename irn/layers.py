@@ -63,8 +63,9 @@ class ThetaLayer(nn.Module):
         theta: θ in [0, 1]; 0 is the explicit ResNet step (no solve).
         h: Step size, > 0.
         scheme: ``"linear"`` (θ-combination of F) or ``"one-leg"`` (F at a θ-combination).
-        solver: ``"anderson"`` (default), ``"fixed-point"`` (Picard); both take the option
-            ``damping`` (default :meth:`damping`: chosen from the field's spectrum if known),
+        solver: ``"auto"`` (default: see :meth:`method`), ``"anderson"``, ``"fixed-point"``
+            (Picard); these take the option ``damping`` (default :meth:`damping`, from the
+            field's declared spectrum if any),
             ``"newton"`` (Newton–Krylov: JVPs + GMRES) or ``"lbfgs"`` (minimizes ``½‖r‖²``,
             the paper's reference method). All start from the explicit predictor
             ``x + h F(t, x)``.
@@ -91,7 +92,7 @@ class ThetaLayer(nn.Module):
         theta: float = 1.0,
         h: float = 1.0,
         scheme: str = "linear",
-        solver: str = "anderson",
+        solver: str = "auto",
         tol: float = 1e-6,
         max_iter: int = 50,
         backward: str = "adjoint",
@@ -111,7 +112,7 @@ class ThetaLayer(nn.Module):
             raise ValueError(f"h must be > 0, got {h}")
         for name, value, allowed in (
             ("scheme", scheme, SCHEMES),
-            ("solver", solver, tuple(SOLVERS)),
+            ("solver", solver, ("auto", *SOLVERS)),
             ("backward", backward, BACKWARDS),
             ("on_failure", on_failure, POLICIES),
             ("adjoint_solver", adjoint_solver, tuple(LINEAR_SOLVERS)),
@@ -156,6 +157,26 @@ class ThetaLayer(nn.Module):
             return h * (1 - th) * fx + h * th * self._eval(t + h, y)
         return h * self._eval(t + th * h, (1 - th) * x + th * y)
 
+    def method(self) -> str:
+        """The solver a forward pass uses: ``solver`` itself, or for ``"auto"`` damped
+        fixed-point iteration when the field's declared spectrum makes it contract by at least
+        ½ per step (see :meth:`damping`), and Anderson acceleration otherwise."""
+        if self.solver != "auto":
+            return self.solver
+        rate = self.contraction()
+        return "fixed-point" if rate is not None and rate <= 0.5 else "anderson"
+
+    def contraction(self) -> float | None:
+        """Bound ``ρ/c`` on the damped fixed-point iteration's contraction per step, from the
+        field's declared spectrum (``None`` if the field declares none or it is not < 1)."""
+        center = getattr(self.field, "center", None)
+        radius = getattr(self.field, "radius", None)
+        if center is None or radius is None:
+            return None
+        c = 1.0 - self.theta * self.h * float(center)
+        rho = self.theta * self.h * float(radius)
+        return rho / c if c > rho else None
+
     def damping(self) -> float:
         """Richardson/Anderson damping ``β`` from the field's declared spectrum, else 1.
 
@@ -165,12 +186,9 @@ class ThetaLayer(nn.Module):
         centre ``c = 1 − θh·center`` and radius ``ρ = θh·radius``, and ``β = 1/c`` centres the
         damped iteration's spectrum at 0: it contracts by ``ρ/c`` per step whenever ``ρ < c``.
         """
-        center = getattr(self.field, "center", None)
-        radius = getattr(self.field, "radius", None)
-        if center is None or radius is None:
+        if self.contraction() is None:
             return 1.0
-        c = 1.0 - self.theta * self.h * float(center)
-        return 1.0 / c if c > self.theta * self.h * float(radius) else 1.0
+        return 1.0 / (1.0 - self.theta * self.h * float(self.field.center))
 
     def forward(self, x: torch.Tensor, t: float | torch.Tensor = 0.0) -> torch.Tensor:
         """Return ``y`` solving the step from state ``x`` at time ``t``; see :attr:`stats`."""
@@ -217,13 +235,14 @@ class ThetaLayer(nn.Module):
 
         y0 = (xs + self.h * fxs).reshape(bsz, -1)  # the explicit (forward-Euler) predictor
         options = dict(tol=self.tol, max_iter=self.max_iter, **self.solver_options)
-        if self.solver in ("fixed-point", "anderson") and "damping" not in options:
+        method = self.method()
+        if method in ("fixed-point", "anderson") and "damping" not in options:
             options["damping"] = self.damping()
         options["scale"] = torch.linalg.vector_norm(xs.detach().reshape(bsz, -1), dim=1)
         # Parametrized weights (spectral norm) are computed once for the whole solve.
         cache = parametrize.cached() if not unrolled else contextlib.nullcontext()
         with cache, torch.set_grad_enabled(unrolled):
-            y, fstats = solve(self.solver, residual, y0, **options)
+            y, fstats = solve(method, residual, y0, **options)
         stats = ThetaStats(fstats)
         self.stats = stats
         enforce(fstats, self.on_failure, "ThetaLayer forward solve")

@@ -23,7 +23,8 @@ def test_gmres_matches_dense_solve(restart):
     assert st.converged and st.residual <= 1e-11
     torch.testing.assert_close(x, torch.linalg.solve(A, b), rtol=0, atol=1e-9)
     true = torch.linalg.vector_norm(b - mv(x), dim=1) / torch.linalg.vector_norm(b, dim=1)
-    torch.testing.assert_close(st.residuals, true)
+    # The last cycle reports GMRES's estimate, which must track the true residual closely.
+    torch.testing.assert_close(st.residuals, true, rtol=1e-2, atol=1e-14)
 
 
 def test_gmres_terminates_in_n_steps_without_restart():

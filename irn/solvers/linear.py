@@ -44,19 +44,25 @@ def gmres(
 ) -> tuple[torch.Tensor, SolverStats]:
     """Restarted GMRES(m) on every sample of the batch at once.
 
-    Minimizes ``‖b − A x‖`` over ``x0 + K_k(A, r0)`` per sample, with modified Gram–Schmidt
-    Arnoldi and Givens rotations. A sample whose residual estimate reaches ``tol`` (or whose
-    Krylov space breaks down, i.e. it is solved exactly) is frozen: its later Arnoldi columns
-    are replaced by unit columns with a zero right-hand side, so they add nothing to it.
+    Minimizes ``‖b − A x‖`` over ``x0 + K_k(A, r0)`` per sample: Arnoldi with classical
+    Gram–Schmidt applied twice ("CGS2": as stable as modified Gram–Schmidt, in two batched
+    passes instead of k small ones) and Givens rotations. A sample whose residual estimate
+    reaches ``tol`` (or whose Krylov space breaks down, i.e. it is solved exactly) is frozen:
+    its later Arnoldi columns are unit columns with a zero right-hand side, adding nothing.
+
+    The residuals in the returned stats are the true ones after every restart; for the last
+    cycle they are GMRES's own estimate ``|g_{k+1}|`` (equal in exact arithmetic), which saves
+    one product.
 
     Args:
         matvec: ``v ↦ A v`` on ``(batch, n)``.
         b: Right-hand side ``(batch, n)``.
-        x0: Initial guess (default zero).
+        x0: Initial guess (default zero, which costs no product).
         tol: Relative residual tolerance ``‖b − A x‖ ≤ tol ‖b‖`` per sample.
         max_iter: Total Arnoldi steps (matrix-vector products) over all restarts.
         restart: Krylov dimension before a restart.
     """
+    bsz, n = b.shape
     x = torch.zeros_like(b) if x0 is None else x0
     r = b - matvec(x) if x0 is not None else b
     evals = int(x0 is not None)
@@ -65,28 +71,42 @@ def gmres(
     total = 0
     history = [float(res.max())]
     eps = torch.finfo(b.dtype).eps
+    bnorm = torch.linalg.vector_norm(b.detach(), dim=1).clamp_min(torch.finfo(b.dtype).tiny)
+    # A preallocated basis is written in place; unrolled (differentiable) solves keep a list.
+    inplace = not (torch.is_grad_enabled() and b.requires_grad)
     while total < max_iter and not bool(done.all()):
         m = min(restart, max_iter - total)
         beta = _norm(r)
         active = ~done
-        V = [torch.where(active[:, None], r / beta.clamp_min(eps)[:, None], torch.zeros_like(r))]
+        v0 = torch.where(active[:, None], r / beta.clamp_min(eps)[:, None], torch.zeros_like(r))
+        if inplace:
+            basis = b.new_zeros(bsz, m + 1, n)
+            basis[:, 0] = v0
+        else:
+            vs = [v0]
         cols: list[torch.Tensor] = []  # columns of the rotated (triangular) Hessenberg matrix
         cs: list[torch.Tensor] = []
         sn: list[torch.Tensor] = []
         g = [torch.where(active, beta, torch.zeros_like(beta))]  # rotated right-hand side
-        bnorm = torch.linalg.vector_norm(b, dim=1).clamp_min(torch.finfo(b.dtype).tiny)
+        estimate = res
         for k in range(m):
-            w = matvec(V[k])
+            Vk = basis[:, : k + 1] if inplace else torch.stack(vs, 1)
+            w = matvec(Vk[:, k])
             evals += 1
-            h = []
-            for j in range(k + 1):  # modified Gram-Schmidt
-                hj = (w * V[j]).sum(1)
-                w = w - hj[:, None] * V[j]
-                h.append(hj)
+            hcol = (Vk * w[:, None, :]).sum(2)
+            w = w - (hcol[:, :, None] * Vk).sum(1)
+            h2 = (Vk * w[:, None, :]).sum(2)  # second pass: restores orthogonality
+            w = w - (h2[:, :, None] * Vk).sum(1)
+            hcol = hcol + h2
             hk1 = _norm(w)
             # hk1 ~ 0 is a "happy breakdown": the sample is solved exactly in this space.
-            ok = hk1 > eps * torch.stack(h).abs().amax(0).clamp_min(eps)
-            V.append(torch.where(ok[:, None], w / hk1.clamp_min(eps)[:, None], torch.zeros_like(w)))
+            ok = hk1 > eps * hcol.abs().amax(1).clamp_min(eps)
+            v_next = torch.where(ok[:, None], w / hk1.clamp_min(eps)[:, None], torch.zeros_like(w))
+            if inplace:
+                basis[:, k + 1] = v_next
+            else:
+                vs.append(v_next)
+            h = list(hcol.unbind(1))
             for j in range(k):  # apply the earlier rotations to the new column
                 h[j], h[j + 1] = cs[j] * h[j] + sn[j] * h[j + 1], -sn[j] * h[j] + cs[j] * h[j + 1]
             rho = torch.sqrt((h[k] ** 2 + hk1**2).clamp_min(eps**2))
@@ -102,7 +122,9 @@ def gmres(
             g.append(-s * gk)
             cs.append(c)
             sn.append(s)
-            active = active & (g[k + 1].abs() / bnorm > tol)
+            # Each sample's estimate is recorded while it is active (then it stays fixed).
+            estimate = torch.where(active, g[k + 1].detach().abs() / bnorm, estimate)
+            active = active & (estimate > tol)
             if not bool(active.any()):
                 break
         k_used = len(cols)
@@ -110,12 +132,16 @@ def gmres(
         y = torch.linalg.solve_triangular(
             R, torch.stack(g[:k_used], 1)[..., None], upper=True
         ).squeeze(-1)
-        x = x + torch.einsum("kbn,bk->bn", torch.stack(V[:k_used]), y)
+        V = basis[:, :k_used] if inplace else torch.stack(vs[:k_used], 1)
+        x = x + (y[:, :, None] * V).sum(1)
         total += k_used
-        r = b - matvec(x)  # the true residual, for the restart and the stats
-        evals += 1
-        res = _rel(r, b)
+        res = estimate
         done = res <= tol
+        if not bool(done.all()) and total < max_iter:
+            r = b - matvec(x)  # the true residual, to restart from
+            evals += 1
+            res = _rel(r, b)
+            done = res <= tol
         history.append(float(res.max()))
     return x, SolverStats("gmres", total, evals, res.detach(), tol, history)
 

@@ -114,55 +114,54 @@ def anderson(
     memory: int = 5,
     damping: float = 1.0,
 ) -> tuple[torch.Tensor, SolverStats]:
-    """Anderson acceleration (type II) of the damped map ``g(y) = y − β r(y)``.
+    """Anderson acceleration (type II, difference form) of the damped map ``y − β r(y)``.
 
-    With the last ``m`` iterates ``y_j`` and residuals ``r_j``, the next iterate is
-    ``Σ α_j (y_j − β r_j)`` where ``α`` minimizes ``‖Σ α_j r_j‖`` subject to ``Σ α_j = 1``:
-    ``α = H⁻¹1 / 1ᵀH⁻¹1`` with the (regularized) Gram matrix ``H_jk = r_j·r_k``, per sample.
+    With the last ``m`` differences ``ΔY_j = y_{j+1} − y_j`` and ``ΔR_j = r_{j+1} − r_j``,
+    ``γ`` solves the least-squares problem ``min ‖r_k − ΔR γ‖`` per sample (normal equations
+    with a ridge ``√eps·‖r_k‖²``, scaled to the current residual so early, large differences
+    do not swamp it), and ``y_{k+1} = y_k − β r_k − (ΔY − β ΔR) γ``.
     """
     y = y0
     r = residual(y)
     tr = _Tracker("anderson", y, r, tol, scale)
     bsz, n = y.shape
     m = max(1, int(memory))
-    # Ring buffers of past iterates/residuals and their Gram matrix, updated one slot per
-    # iteration. Unrolled (differentiable) solves must not write in place: there every update
-    # makes a new tensor.
+    # Ring buffers of differences and their Gram matrix, one slot per iteration. Unrolled
+    # (differentiable) solves must not write in place: there every update is a new tensor.
     inplace = not (torch.is_grad_enabled() and (y.requires_grad or r.requires_grad))
-    Y = y.new_zeros(bsz, m, n)
-    R = y.new_zeros(bsz, m, n)
-    H = y.new_zeros(bsz, m, m)
+    dY = y.new_zeros(bsz, m, n)
+    dR = y.new_zeros(bsz, m, n)
+    G = y.new_zeros(bsz, m, m)
     eye = torch.eye(m, dtype=y.dtype, device=y.device)
-    ones = y.new_ones(m, 1)
     reg = torch.finfo(y.dtype).eps ** 0.5
-    k = 0  # number of stored pairs
+    k = 0  # differences stored so far
+    y_prev = r_prev = None
     while tr.iterations < max_iter and not tr.done():
-        slot = k % m
-        k += 1
-        if inplace:
-            Y[:, slot], R[:, slot] = y, r
-            row = torch.bmm(R, r[:, :, None])[:, :, 0]  # r_j · r_new for every slot
-            H[:, slot, :], H[:, :, slot] = row, row
-        else:
-            onehot = eye[slot][None, :, None]
-            Y = Y * (1 - onehot) + onehot * y[:, None]
-            R = R * (1 - onehot) + onehot * r[:, None]
-            H = torch.bmm(R, R.transpose(1, 2))
+        if y_prev is not None:
+            slot = k % m
+            k += 1
+            dy, dr = y - y_prev, r - r_prev
+            if inplace:
+                dY[:, slot], dR[:, slot] = dy, dr
+                # A broadcast product beats bmm's many tiny GEMVs on the CPU.
+                row = (dR * dr[:, None, :]).sum(2)
+                G[:, slot, :], G[:, :, slot] = row, row
+            else:
+                onehot = eye[slot][None, :, None]
+                dY = dY * (1 - onehot) + onehot * dy[:, None]
+                dR = dR * (1 - onehot) + onehot * dr[:, None]
+                G = (dR[:, :, None, :] * dR[:, None, :, :]).sum(3)
+        step = y - damping * r
         j = min(k, m)
-        if j == 1:
-            y_new = y - damping * r
-        else:
-            Hj = H[:, :j, :j]
-            lam = reg * Hj.diagonal(dim1=1, dim2=2).mean(1).clamp_min(tr.tiny)
-            z = torch.linalg.solve(Hj + lam[:, None, None] * eye[:j, :j], ones[:j])
-            alpha = (z / z.sum(1, keepdim=True)).transpose(1, 2)  # (batch, 1, j)
-            ok = torch.isfinite(alpha).all(2, keepdim=True)  # else: a plain damped step
-            if not bool(ok.all()):
-                plain = torch.zeros_like(alpha)
-                plain[:, :, (k - 1) % m] = 1.0
-                alpha = torch.where(ok, alpha, plain)
-            y_new = (torch.bmm(alpha, Y[:, :j]) - damping * torch.bmm(alpha, R[:, :j]))[:, 0]
-        y = _select(tr.active, y_new, y)
+        if j > 0:
+            rhs = (dR[:, :j] * r[:, None, :]).sum(2, keepdim=True)  # (batch, j, 1)
+            lam = reg * (r.detach() ** 2).sum(1) + tr.tiny
+            gamma = torch.linalg.solve(G[:, :j, :j] + lam[:, None, None] * eye[:j, :j], rhs)
+            ok = torch.isfinite(gamma).all(1, keepdim=True)  # else: a plain damped step
+            gamma = torch.where(ok, gamma, torch.zeros_like(gamma))
+            step = step - (gamma * (dY[:, :j] - damping * dR[:, :j])).sum(1)
+        y_prev, r_prev = y, r
+        y = _select(tr.active, step, y)
         r = residual(y)
         tr.evals += 1
         tr.update(y, r)
