@@ -69,11 +69,10 @@ class ImplicitStep(torch.autograd.Function):
             return w - jtw.reshape_as(w)
 
         with torch.no_grad():
-            # GMRES starts from zero (its first step finds the best multiple of g anyway);
-            # the Neumann series starts from its first term, g.
-            x0 = g if cfg.solver == "fixed-point" else None
+            # Both solvers start from zero, which costs no product: GMRES's first step finds
+            # the best multiple of g, the Neumann series' first iterate is ω g.
             v, stats = linear_solve(
-                cfg.solver, matvec, g, x0, tol=cfg.tol, max_iter=cfg.max_iter, **cfg.options
+                cfg.solver, matvec, g, None, tol=cfg.tol, max_iter=cfg.max_iter, **cfg.options
             )
         cfg.report(stats)
         enforce(stats, cfg.on_failure, "ThetaLayer adjoint solve")

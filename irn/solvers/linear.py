@@ -80,7 +80,7 @@ def gmres(
         active = ~done
         v0 = torch.where(active[:, None], r / beta.clamp_min(eps)[:, None], torch.zeros_like(r))
         if inplace:
-            basis = b.new_zeros(bsz, m + 1, n)
+            basis = b.new_empty(bsz, m + 1, n)  # only the filled slots are ever read
             basis[:, 0] = v0
         else:
             vs = [v0]
