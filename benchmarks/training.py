@@ -31,7 +31,7 @@ def run(quick: bool = False) -> dict:
     for size in sizes:
         field, x = problem("stiff", size)
         x = x.requires_grad_(True)
-        repeats = (3 if quick else 7) if size == "large" else (5 if quick else 15)
+        repeats = (3 if quick else 11) if size == "large" else (5 if quick else 31)
         base = None
         for theta in (0.0, 0.5, 1.0):
             layer = irn.ThetaLayer(field, theta=theta, h=1.0, tol=TOL, adjoint_tol=TOL)
@@ -73,7 +73,7 @@ def run(quick: bool = False) -> dict:
         "\nfloor = (k_forward + 2 k_backward + 3)/3: F evaluations of the implicit step "
         "relative to the explicit one (a VJP counted as two evaluations)."
     )
-    write("training", {"tol": TOL, "quick": quick, "rows": rows})
+    write("training", {"tol": TOL, "quick": quick, "rows": rows}, suffix="-quick" if quick else "")
     return {"rows": rows}
 
 
