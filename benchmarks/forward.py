@@ -68,7 +68,7 @@ def run(quick: bool = False) -> dict:
             rows = [r for r in results if r["problem"] == kind and r["size"] == size]
             ok = [r for r in rows if r.get("converged")]
             default = next(r["ms"] for r in ok if r["method"].startswith("irn default"))
-            # torchdeq at its defaults (tau = 1), and with tau = 0.5: the damping irn derives for "stiff".
+            # torchdeq at its defaults (tau = 1) and with tau = 0.5 (irn's damping for "stiff").
             plain = [
                 r["ms"] for r in ok if r["method"] in ("torchdeq anderson", "torchdeq broyden")
             ]

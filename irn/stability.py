@@ -24,6 +24,7 @@ __all__ = [
     "layer_jacobian_spectrum",
     "stability_function",
     "stability_region",
+    "trajectory_spectrum",
 ]
 
 
@@ -138,3 +139,14 @@ def layer_jacobian_spectrum(layer, x: torch.Tensor, t: float = 0.0, y=None) -> L
     J = batch_jacobian(layer.field, tf, point)
     lam = torch.linalg.eigvals(J)
     return LayerSpectrum(lam, stability_function(h * lam, theta), point.detach())
+
+
+def trajectory_spectrum(net, x: torch.Tensor, t0: float = 0.0) -> list[LayerSpectrum]:
+    """:func:`layer_jacobian_spectrum` at every step of an :class:`~irn.ImplicitResNet`
+    along the trajectory from ``x`` (after the network's input map and augmentation)."""
+    with torch.no_grad():
+        _, traj = net(x, t0, return_trajectory=True)
+    return [
+        layer_jacobian_spectrum(net.layer(k), traj.states[k], traj.times[k], traj.states[k + 1])
+        for k in range(net.steps)
+    ]

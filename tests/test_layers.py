@@ -305,3 +305,47 @@ def test_power_iteration_advances_once_per_forward_not_during_the_solve():
         assert torch.equal(a, b), name
     y.sum().backward()
     assert x.grad is not None
+
+
+class _DeclaredDisc(nn.Module):
+    """F(y) = c·y + r·tanh(W y) with ‖W‖₂ = 1: declares its Jacobian disc (centre c, radius r)."""
+
+    def __init__(self, n: int, center: float, radius: float):
+        super().__init__()
+        w = torch.randn(n, n, dtype=DT)
+        self.W = nn.Parameter(w / torch.linalg.matrix_norm(w, 2))
+        self.center, self.radius = center, radius
+
+    def forward(self, t, y):
+        return self.center * y + self.radius * torch.tanh(y @ self.W.T)
+
+
+def test_auto_uses_the_declared_spectrum():
+    stiff = _DeclaredDisc(6, center=-1.0, radius=0.9)
+    layer = irn.ThetaLayer(stiff, theta=1.0, h=1.0, tol=1e-10)
+    # I − θhJ has its spectrum in the disc |z − 2| ≤ 0.9: damping 1/2 contracts by 0.45.
+    assert layer.contraction() == pytest.approx(0.45) and layer.damping() == pytest.approx(0.5)
+    assert layer.method() == "fixed-point" and layer.adjoint_method() == "fixed-point"
+    x = torch.randn(4, 6, dtype=DT, requires_grad=True)
+    y = layer(x)
+    assert layer.stats.forward.solver == "fixed-point" and layer.stats.converged
+    (g,) = torch.autograd.grad(y.square().sum(), x)
+    ref = irn.ThetaLayer(stiff, theta=1.0, solver="newton", adjoint_solver="gmres", tol=1e-12)
+    (g_ref,) = torch.autograd.grad(ref(x).square().sum(), x)
+    torch.testing.assert_close(g, g_ref, rtol=1e-8, atol=1e-10)
+    assert layer.stats.backward.solver == "fixed-point"
+    # Undeclared or too weakly contracting spectra fall back to Anderson and GMRES.
+    plain = irn.ThetaLayer(TanhField(6), theta=1.0)
+    assert plain.contraction() is None and plain.damping() == 1.0
+    assert plain.method() == "anderson" and plain.adjoint_method() == "gmres"
+    weak = irn.ThetaLayer(_DeclaredDisc(6, center=-0.2, radius=0.9), theta=1.0)
+    assert weak.method() == "anderson"
+
+
+def test_spectral_predictor_is_exact_for_linear_fields():
+    """With F(y) = c·y the predictor x + hF(x)/(1 − θhc) is the solution: no iteration."""
+    layer = irn.ThetaLayer(_DeclaredDisc(3, center=-5.0, radius=0.0), theta=0.5, h=0.4, tol=1e-12)
+    x = torch.randn(2, 3, dtype=DT)
+    y = layer(x)
+    assert layer.stats.iterations == 0
+    torch.testing.assert_close(y, x * (1 - 0.5 * 2.0) / (1 + 0.5 * 2.0))

@@ -103,3 +103,17 @@ def test_affine_layer_spectrum_is_R_of_the_eigenvalues(scheme):
     A = field.A.detach()
     step = torch.linalg.solve(eye - 0.375 * A, eye + 0.125 * A)
     assert np.allclose(key(torch.linalg.eigvals(step)), key(spec.step_eigenvalues[0]))
+
+
+def test_trajectory_spectrum_follows_every_step():
+    from irn.stability import trajectory_spectrum
+
+    field = Affine(3)
+    net = irn.ImplicitResNet(field, steps=3, interval=1.5, theta=1.0, tol=1e-12)
+    specs = trajectory_spectrum(net, torch.randn(2, 3, dtype=torch.float64))
+    lam = torch.linalg.eigvals(field.A.detach())
+    key = lambda v: sorted((round(c.real, 8), round(c.imag, 8)) for c in map(complex, v))  # noqa: E731
+    assert len(specs) == 3
+    for spec in specs:
+        assert key(spec.eigenvalues[1]) == key(lam)
+        torch.testing.assert_close(spec.step_eigenvalues, 1 / (1 - 0.5 * spec.eigenvalues))
