@@ -35,19 +35,29 @@ def machine() -> dict:
     }
 
 
-def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
+def median_time(
+    fn: Callable[[], object], repeats: int, warmup: int = 1, min_sample: float = 0.02
+) -> float:
+    """Median wall time of one ``fn()`` call in seconds over ``repeats`` samples.
+
+    Each sample times as many back-to-back calls as fill ``min_sample`` seconds (calibrated
+    in the warm-up), so sub-millisecond calls are not drowned in timer and scheduler noise.
+    """
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    start = time.perf_counter()
     for _ in range(warmup):
         fn()
+    sync()
+    once = (time.perf_counter() - start) / max(warmup, 1)
+    number = max(1, int(min_sample / max(once, 1e-9)))
     times = []
     for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        for _ in range(number):
+            fn()
+        sync()
+        times.append((time.perf_counter() - start) / number)
     return statistics.median(times)
 
 

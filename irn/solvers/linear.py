@@ -167,8 +167,9 @@ def richardson(
     history = [float(res.max())]
     it = 0
     while it < max_iter and not bool((res <= tol).all()):
-        active = (res > tol)[:, None]
-        x = torch.where(active, x + omega * r, x)
+        active = res > tol
+        step = torch.add(x, r, alpha=omega)
+        x = step if bool(active.all()) else torch.where(active[:, None], step, x)
         r = b - matvec(x)
         evals += 1
         it += 1

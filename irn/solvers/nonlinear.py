@@ -97,7 +97,7 @@ def fixed_point(
     r = residual(y)
     tr = _Tracker("fixed-point", y, r, tol, scale)
     while tr.iterations < max_iter and not tr.done():
-        y = _select(tr.active, y - damping * r, y)
+        y = _select(tr.active, torch.add(y, r, alpha=-damping), y)
         r = residual(y)
         tr.evals += 1
         tr.update(y, r)
