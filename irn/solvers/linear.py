@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 
+from ._batched import combine, project
 from .stats import SolverStats, relative_residual
 
 __all__ = ["LINEAR_SOLVERS", "gmres", "linear_solve", "richardson"]
@@ -93,10 +94,10 @@ def gmres(
             Vk = basis[:, : k + 1] if inplace else torch.stack(vs, 1)
             w = matvec(Vk[:, k])
             evals += 1
-            hcol = (Vk * w[:, None, :]).sum(2)
-            w = w - (hcol[:, :, None] * Vk).sum(1)
-            h2 = (Vk * w[:, None, :]).sum(2)  # second pass: restores orthogonality
-            w = w - (h2[:, :, None] * Vk).sum(1)
+            hcol = project(Vk, w)
+            w = w - combine(hcol, Vk)
+            h2 = project(Vk, w)  # second pass: restores orthogonality
+            w = w - combine(h2, Vk)
             hcol = hcol + h2
             hk1 = _norm(w)
             # hk1 ~ 0 is a "happy breakdown": the sample is solved exactly in this space.
@@ -133,7 +134,7 @@ def gmres(
             R, torch.stack(g[:k_used], 1)[..., None], upper=True
         ).squeeze(-1)
         V = basis[:, :k_used] if inplace else torch.stack(vs[:k_used], 1)
-        x = x + (y[:, :, None] * V).sum(1)
+        x = x + combine(y, V)
         total += k_used
         res = estimate
         done = res <= tol

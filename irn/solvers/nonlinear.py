@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 
+from ._batched import combine, project
 from .linear import gmres
 from .stats import SolverStats
 
@@ -143,8 +144,7 @@ def anderson(
             dy, dr = y - y_prev, r - r_prev
             if inplace:
                 dY[:, slot], dR[:, slot] = dy, dr
-                # A broadcast product beats bmm's many tiny GEMVs on the CPU.
-                row = (dR * dr[:, None, :]).sum(2)
+                row = project(dR, dr)
                 G[:, slot, :], G[:, :, slot] = row, row
             else:
                 onehot = eye[slot][None, :, None]
@@ -154,12 +154,13 @@ def anderson(
         step = y - damping * r
         j = min(k, m)
         if j > 0:
-            rhs = (dR[:, :j] * r[:, None, :]).sum(2, keepdim=True)  # (batch, j, 1)
+            rhs = project(dR[:, :j], r)[:, :, None]  # (batch, j, 1)
             lam = reg * (r.detach() ** 2).sum(1) + tr.tiny
             gamma = torch.linalg.solve(G[:, :j, :j] + lam[:, None, None] * eye[:j, :j], rhs)
             ok = torch.isfinite(gamma).all(1, keepdim=True)  # else: a plain damped step
             gamma = torch.where(ok, gamma, torch.zeros_like(gamma))
-            step = step - (gamma * (dY[:, :j] - damping * dR[:, :j])).sum(1)
+            coef = gamma[:, :, 0]
+            step = step - combine(coef, dY[:, :j]) + damping * combine(coef, dR[:, :j])
         y_prev, r_prev = y, r
         y = _select(tr.active, step, y)
         r = residual(y)
