@@ -45,6 +45,7 @@ class ThetaStats:
     residual = property(lambda self: self.forward.residual)
     converged = property(lambda self: self.forward.converged)
     evaluations = property(lambda self: self.forward.evaluations)
+    implicit = property(lambda self: self.forward.solver != "explicit")
     backward_iterations = property(lambda self: _get(self.backward, "iterations"))
     backward_residual = property(lambda self: _get(self.backward, "residual"))
     backward_converged = property(lambda self: _get(self.backward, "converged"))
@@ -245,9 +246,8 @@ class ThetaLayer(nn.Module):
         # r(y) = y − x − Φ(x, y), with everything that does not depend on y computed once.
         th, h = self.theta, self.h
         if self.scheme == "linear":
-            base, coef, t_eval = xs + (h * (1 - th)) * fxs, h * th, t + h
-            if th == 1.0:
-                base = xs
+            base = xs if th == 1.0 else xs + (h * (1 - th)) * fxs
+            coef, t_eval = h * th, t + h
 
             def residual(yf: torch.Tensor) -> torch.Tensor:
                 y = yf.view(shape)

@@ -116,7 +116,7 @@ def _count_solves(stats: Sequence[ThetaStats], tot: Counter) -> None:
     for s in stats:
         tot["steps"] += 1
         tot["forward"] += s.iterations
-        if s.forward.solver != "explicit":  # an explicit step solves nothing
+        if s.implicit:  # an explicit step solves nothing
             tot["solves"] += 1
             tot["failed"] += not s.converged
         if s.backward is not None:

@@ -147,7 +147,7 @@ def test_stats_after_forward_and_backward():
     y = layer(x)
     s = layer.stats
     assert s.converged and s.iterations >= 1 and s.residual <= 1e-10
-    assert s.forward.residuals.shape == (3,) and s.backward_iterations is None
+    assert s.forward.residuals.shape == (3,) and s.backward_iterations is None and s.implicit
     y.sum().backward()
     assert s.backward_converged and s.backward_residual <= 1e-10
     assert s.backward_iterations >= 1
