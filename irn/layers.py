@@ -176,7 +176,8 @@ class ThetaLayer(nn.Module):
         """Bound ``ρ/c`` on the damped fixed-point iteration's contraction per step, from the
         field's declared spectrum (``None`` if the field declares none or it is not < 1)."""
         center = getattr(self.field, "center", None)
-        radius = getattr(self.field, "radius", None)
+        # The tightest declared radius: SpectralNormalized's disc shrinks with its learned σ(ϑ).
+        radius = getattr(self.field, "disc_radius", getattr(self.field, "radius", None))
         if center is None or radius is None:
             return None
         c = 1.0 - self.theta * self.h * float(center)
@@ -209,8 +210,8 @@ class ThetaLayer(nn.Module):
         """Richardson/Anderson damping ``β`` from the field's declared spectrum, else 1.
 
         A field may declare that the eigenvalues of ``∂F/∂y`` lie in the disc with centre
-        ``field.center`` and radius ``field.radius`` (as :class:`~irn.SpectralNormalized`
-        does). Then those of the residual's Jacobian ``I − θh ∂F/∂y`` lie in the disc with
+        ``field.center`` and radius ``field.radius`` (or the tighter ``field.disc_radius``, as
+        :class:`~irn.SpectralNormalized` declares). Then those of the residual's Jacobian ``I − θh ∂F/∂y`` lie in the disc with
         centre ``c = 1 − θh·center`` and radius ``ρ = θh·radius``, and ``β = 1/c`` centres the
         damped iteration's spectrum at 0: it contracts by ``ρ/c`` per step whenever ``ρ < c``.
         """
