@@ -212,8 +212,9 @@ class ThetaLayer(nn.Module):
         A field may declare that the eigenvalues of ``∂F/∂y`` lie in the disc with centre
         ``field.center`` and radius ``field.radius`` (or the tighter ``field.disc_radius``, as
         :class:`~irn.SpectralNormalized` declares). Then those of the residual's Jacobian
-        ``I − θh ∂F/∂y`` lie in the disc with centre ``c = 1 − θh·center`` and radius ``ρ = θh·radius``, and ``β = 1/c`` centres the
-        damped iteration's spectrum at 0: it contracts by ``ρ/c`` per step whenever ``ρ < c``.
+        ``I − θh ∂F/∂y`` lie in the disc with centre ``c = 1 − θh·center`` and radius
+        ``ρ = θh·radius``, and ``β = 1/c`` centres the damped iteration's spectrum at 0: it
+        contracts by ``ρ/c`` per step whenever ``ρ < c``.
         """
         return self.predictor_gain()  # the same number: 1/c centres the spectrum at 0
 
