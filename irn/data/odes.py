@@ -7,7 +7,6 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
-from scipy.integrate import solve_ivp
 
 from ._common import _check_dtype, _make_generator, _xp
 
@@ -95,6 +94,8 @@ def lotka_volterra(
     Returns:
         ``(times, states)``: times ``(n_times,)`` and states ``(n_traj, n_times, 2)``.
     """
+    from scipy.integrate import solve_ivp  # deferred: scipy.integrate is slow to import
+
     _check_dtype(dtype)
     if rtol > 1e-6:
         raise ValueError(f"rtol must be <= 1e-6 (paper setting or tighter), got {rtol}")
