@@ -24,10 +24,6 @@ __all__ = ["LINEAR_SOLVERS", "gmres", "linear_solve", "richardson"]
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _rel(r: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return relative_residual(r.detach(), b.detach())
-
-
 def _norm(v: torch.Tensor) -> torch.Tensor:
     # A row norm whose gradient stays finite at zero (frozen samples carry zero vectors, and
     # GMRES may be unrolled by autograd).
@@ -67,7 +63,7 @@ def gmres(
     x = torch.zeros_like(b) if x0 is None else x0
     r = b - matvec(x) if x0 is not None else b
     evals = int(x0 is not None)
-    res = _rel(r, b)
+    res = relative_residual(r, b)
     done = res <= tol
     total = 0
     history = [float(res.max())]
@@ -141,7 +137,7 @@ def gmres(
         if not bool(done.all()) and total < max_iter:
             r = b - matvec(x)  # the true residual, to restart from
             evals += 1
-            res = _rel(r, b)
+            res = relative_residual(r, b)
             done = res <= tol
         history.append(float(res.max()))
     return x, SolverStats("gmres", total, evals, res.detach(), tol, history)
@@ -164,7 +160,7 @@ def richardson(
     x = torch.zeros_like(b) if x0 is None else x0
     r = b - matvec(x) if x0 is not None else b
     evals = int(x0 is not None)
-    res = _rel(r, b)
+    res = relative_residual(r, b)
     history = [float(res.max())]
     it = 0
     while it < max_iter and not bool((res <= tol).all()):
@@ -174,7 +170,7 @@ def richardson(
         r = b - matvec(x)
         evals += 1
         it += 1
-        res = _rel(r, b)
+        res = relative_residual(r, b)
         history.append(float(res.max()))
     return x, SolverStats("fixed-point", it, evals, res.detach(), tol, history)
 

@@ -20,7 +20,7 @@ import torch
 
 from ._batched import combine, project
 from .linear import gmres
-from .stats import SolverStats
+from .stats import SolverStats, relative_residual
 
 __all__ = ["SOLVERS", "anderson", "fixed_point", "lbfgs", "newton_krylov", "solve"]
 
@@ -47,12 +47,8 @@ class _Tracker:
         self.history = [self._max(self.res)]  # floats, for plots and logs
 
     def measure(self, r: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``‖r_i‖ / max(‖y_i‖, s_i)``; non-finite values become ``inf`` (never converged)."""
-        num = torch.linalg.vector_norm(r.detach(), dim=1)
-        den = torch.linalg.vector_norm(y.detach(), dim=1)
-        if self.scale is not None:
-            den = torch.maximum(den, self.scale)
-        return (num / den.clamp_min(self.tiny)).nan_to_num_(nan=float("inf"))
+        """The shared stopping metric ``‖r_i‖ / max(‖y_i‖, s_i)``."""
+        return relative_residual(r, y, self.scale)
 
     @staticmethod
     def _max(res: torch.Tensor) -> float:

@@ -69,19 +69,22 @@ class SolverStats:
         return bool(self.sample_converged.all())
 
 
-def relative_residual(r: torch.Tensor, *scales: torch.Tensor) -> torch.Tensor:
-    """Per-sample relative residual ``‖r_i‖ / max(‖s_i‖ over scales, tiny)``.
+def relative_residual(
+    r: torch.Tensor, ref: torch.Tensor, floor: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-sample relative residual ``‖r_i‖ / max(‖ref_i‖, floor_i)``, detached.
 
-    ``r`` and the scales are ``(batch, n)``. The denominator is the largest of the given scale
-    norms, so a state that passes through zero is measured against the size of the input
-    (rounding in ``r`` is proportional to it), never divided by zero.
+    ``r`` and ``ref`` are ``(batch, n)``; ``floor`` is an optional per-sample norm ``(batch,)``
+    (the layer passes ``‖x_i‖``, so a state passing through zero is measured against the size
+    of the input, which is also the size of the rounding in ``r``). A zero residual is 0 even
+    on a zero reference; a non-finite one is ``inf``, so it never counts as converged.
     """
-    num = torch.linalg.vector_norm(r, dim=1)
-    den = torch.stack([torch.linalg.vector_norm(s, dim=1) for s in scales]).amax(0)
-    tiny = torch.finfo(r.dtype).tiny
-    out = num / den.clamp_min(tiny)
-    # 0/0 (a zero residual on a zero state) is an exact solution.
-    return torch.where(num == 0, torch.zeros_like(out), out)
+    num = torch.linalg.vector_norm(r.detach(), dim=1)
+    den = torch.linalg.vector_norm(ref.detach(), dim=1)
+    if floor is not None:
+        den = torch.maximum(den, floor)
+    out = num / den.clamp_min(torch.finfo(den.dtype).tiny)
+    return out.nan_to_num_(nan=float("inf"))
 
 
 def enforce(stats: SolverStats, policy: str, what: str) -> None:
