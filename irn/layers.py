@@ -152,16 +152,33 @@ class ThetaLayer(nn.Module):
             )
         return out
 
+    def _parts(self, t, x: torch.Tensor, fx: torch.Tensor | None):
+        """The scheme as ``Φ(x, y) = c + k·F(τ, a + b·y)``: returns ``(c, k, τ, a, b)``.
+
+        ``c`` and ``a`` are ``None`` when they vanish (θ = 1: backward Euler keeps no part of
+        F(t, x) in Φ, nor in its graph). This is the one place the two schemes are written.
+        """
+        th, h = self.theta, self.h
+        if self.scheme == "linear":  # h(1−θ)F(t, x) + hθ F(t+h, y)
+            if th == 1.0:
+                return None, h, t + h, None, 1.0
+            fx = self._eval(t, x) if fx is None else fx
+            return (h * (1 - th)) * fx, h * th, t + h, None, 1.0
+        # one-leg: h F(t+θh, (1−θ)x + θy)
+        return None, h, t + th * h, (None if th == 1.0 else (1 - th) * x), th
+
+    def _implicit_term(self, parts, y: torch.Tensor) -> torch.Tensor:
+        """``k·F(τ, a + b·y)``, skipping multiplications by one."""
+        _, k, tau, a, b = parts
+        arg = y if a is None and b == 1.0 else (b * y if a is None else a + b * y)
+        f = self._eval(tau, arg)
+        return f if k == 1.0 else k * f
+
     def phi(self, t, x: torch.Tensor, y: torch.Tensor, fx: torch.Tensor | None = None):
         """``Φ(x, y)``: the increment of the step (``fx = F(t, x)`` may be passed in)."""
-        th, h = self.theta, self.h
-        if self.scheme == "linear":
-            implicit = h * th * self._eval(t + h, y)
-            if th == 1.0:  # backward Euler: F(t, x) has no part in Φ (nor in its graph)
-                return implicit
-            fx = self._eval(t, x) if fx is None else fx
-            return h * (1 - th) * fx + implicit
-        return h * self._eval(t + th * h, (1 - th) * x + th * y)
+        parts = self._parts(t, x, fx)
+        out = self._implicit_term(parts, y)
+        return out if parts[0] is None else parts[0] + out
 
     def method(self) -> str:
         """The solver a forward pass uses: ``solver`` itself, or for ``"auto"`` damped
@@ -246,22 +263,12 @@ class ThetaLayer(nn.Module):
         fxs = fx if unrolled else fx.detach()
 
         # r(y) = y − x − Φ(x, y), with everything that does not depend on y computed once.
-        th, h = self.theta, self.h
-        if self.scheme == "linear":
-            base = xs if th == 1.0 else xs + (h * (1 - th)) * fxs
-            coef, t_eval = h * th, t + h
+        parts = self._parts(t, xs, fxs)
+        base = xs if parts[0] is None else xs + parts[0]
 
-            def residual(yf: torch.Tensor) -> torch.Tensor:
-                y = yf.view(shape)
-                f = self._eval(t_eval, y)
-                return (y - base - (f if coef == 1.0 else coef * f)).view(bsz, -1)
-        else:
-            x_part, t_eval = (1 - th) * xs, t + th * h
-
-            def residual(yf: torch.Tensor) -> torch.Tensor:
-                y = yf.view(shape)
-                f = self._eval(t_eval, x_part + th * y if th != 1.0 else y)
-                return (y - xs - (f if h == 1.0 else h * f)).view(bsz, -1)
+        def residual(yf: torch.Tensor) -> torch.Tensor:
+            y = yf.view(shape)
+            return (y - base - self._implicit_term(parts, y)).view(bsz, -1)
 
         y0 = (xs + self.predictor_gain() * self.h * fxs).reshape(bsz, -1)
         options = dict(tol=self.tol, max_iter=self.max_iter, **self.solver_options)
