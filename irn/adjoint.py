@@ -14,12 +14,11 @@ Nothing of the solver's iterations is recorded: the saved memory is one evaluati
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from .solvers import SolverStats, enforce, linear_solve
+from .solvers import SolverConfig, SolverStats, enforce
 
 __all__ = ["AdjointConfig", "ImplicitStep"]
 
@@ -29,20 +28,32 @@ class AdjointConfig:
     """How to solve the adjoint system, and where to report.
 
     Attributes:
-        solver: ``"gmres"`` or ``"fixed-point"`` (the Neumann series ``v ← g + (∂Φ/∂y)ᵀ v``).
+        solver: A linear-solver configuration (:class:`~irn.solvers.GMRES` or
+            :class:`~irn.solvers.Neumann`, the series ``v ← g + ω(∂Φ/∂y)ᵀ v − ω v + ...``).
         tol: Relative residual tolerance ``‖(I − ∂Φ/∂y)ᵀ v − g‖ ≤ tol ‖g‖`` per sample.
         max_iter: Matrix–vector products allowed.
         on_failure: The layer's policy (``"warn"``, ``"raise"``, ``"ignore"``).
         report: Called with the adjoint :class:`SolverStats` after every backward.
-        options: Extra keyword arguments for the linear solver (e.g. ``restart``).
+        what: Names the solve in messages.
+        advice: What to try, appended to a failure message.
+        warned: The layer's de-duplication set for warnings.
     """
 
-    solver: str
+    solver: SolverConfig
     tol: float
     max_iter: int
     on_failure: str
     report: Callable[[SolverStats], None]
-    options: dict
+    what: str = "ThetaLayer adjoint solve"
+    advice: str = ""
+    warned: set | None = field(default=None, repr=False)
+
+
+_DOUBLE_BACKWARD = (
+    "ThetaLayer(backward='adjoint') gives first-order gradients only: its backward pass is a "
+    "linear solve that is not itself differentiated. For double backward (create_graph=True, "
+    "gradient penalties, Hessian-vector products) build the layer with backward='unrolled'."
+)
 
 
 class ImplicitStep(torch.autograd.Function):
@@ -56,8 +67,10 @@ class ImplicitStep(torch.autograd.Function):
         return y_leaf.detach().clone()
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_y):  # noqa: D102
+        # Grad mode is on inside backward only for create_graph=True (a double backward).
+        if torch.is_grad_enabled():
+            raise RuntimeError(_DOUBLE_BACKWARD)
         phi, y_leaf = ctx.saved_tensors
         cfg: AdjointConfig = ctx.config
         shape = grad_y.shape
@@ -71,10 +84,13 @@ class ImplicitStep(torch.autograd.Function):
         with torch.no_grad():
             # Both solvers start from zero, which costs no product: GMRES's first step finds
             # the best multiple of g, the Neumann series' first iterate is ω g.
-            v, stats = linear_solve(
-                cfg.solver, matvec, g, None, tol=cfg.tol, max_iter=cfg.max_iter, **cfg.options
+            fn = cfg.solver.function()
+            v, stats = fn(
+                matvec, g, None, tol=cfg.tol, max_iter=cfg.max_iter, **cfg.solver.options()
             )
         cfg.report(stats)
-        enforce(stats, cfg.on_failure, "ThetaLayer adjoint solve")
+        enforce(
+            stats, cfg.on_failure, cfg.what, advice=cfg.advice, warned=cfg.warned, key="adjoint"
+        )
         v = v.view(shape)
         return v, v, None, None

@@ -1,18 +1,23 @@
 """The implicit θ-layer: one step of a θ-method whose output is a fixed point.
 
-Both schemes write the step as ``y = x + Φ(x, y)`` (paper-notes §1.1):
+Both schemes write the step as ``y = x + Φ(x, y)`` (paper-notes §1.1; written once, in
+:mod:`irn.scheme`):
 
 * ``scheme="linear"``:  ``y = x + h[(1−θ) F(t, x) + θ F(t+h, y)]``
 * ``scheme="one-leg"``: ``y = x + h F(t+θh, (1−θ)x + θy)``
 
 ``θ = 0`` is forward Euler (a ResNet block, no solve), ``θ = 1`` backward Euler, ``θ = ½`` the
-trapezoidal rule (linear) or the implicit midpoint rule (one-leg). This is the only module that
-writes the schemes down; :mod:`irn.adjoint` is the only one that writes the backward pass.
+trapezoidal rule (linear) or the implicit midpoint rule (one-leg). The layer builds the residual
+``r(y) = y − x − Φ(x, y)`` and the explicit predictor, hands them to :mod:`irn.solvers`, and
+re-attaches the solution to one graph of Φ for :mod:`irn.adjoint`, the only module that writes
+the backward pass.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -20,18 +25,27 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .adjoint import AdjointConfig, ImplicitStep
-from .solvers import LINEAR_SOLVERS, POLICIES, SOLVERS, SolverStats, enforce, solve
+from .scheme import SCHEMES, ThetaScheme
+from .solvers import (
+    LINEAR_CONFIGS,
+    NONLINEAR_CONFIGS,
+    POLICIES,
+    SolverConfig,
+    SolverStats,
+    default_tol,
+    enforce,
+    make_config,
+)
 from .spectral import frozen
 
 __all__ = ["SCHEMES", "ThetaLayer", "ThetaStats"]
 
-SCHEMES = ("linear", "one-leg")
 BACKWARDS = ("adjoint", "unrolled")
 
 
 @dataclass
 class ThetaStats:
-    """Statistics of the last forward (and backward) pass of a :class:`ThetaLayer`.
+    """Statistics of one forward (and backward) pass of a :class:`ThetaLayer`.
 
     ``iterations``, ``residual`` and ``converged`` describe the forward solve (``residual`` is
     the largest per-sample relative residual); the ``backward_*`` fields are filled in by the
@@ -55,37 +69,81 @@ def _get(stats: SolverStats | None, name: str):
     return None if stats is None else getattr(stats, name)
 
 
+def _finite_positive(name: str, value, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _positive_int(name: str, value, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+_FORWARD_ADVICE = (
+    "Try: a larger max_iter (now {max_iter}), solver='newton', a smaller theta*h, or a field "
+    "with a declared spectrum (irn.SpectralNormalized); on_failure='warn' goes on with the "
+    "best iterate"
+)
+_SINGULAR_ADVICE = (
+    "A non-finite residual means the step may be singular (1 - theta*h*lambda = 0 for an "
+    "eigenvalue lambda of dF/dy) or the field overflowed: use a smaller h or bound the field's "
+    "spectrum (irn.SpectralNormalized)"
+)
+_ADJOINT_ADVICE = (
+    "Try: adjoint_solver='gmres', a larger adjoint_max_iter (now {max_iter}) or a looser "
+    "adjoint_tol; on_failure='warn' goes on with the best solution"
+)
+
+
 class ThetaLayer(nn.Module):
     """Implicit residual layer ``y = x + Φ(x, y)`` solved by a batched nonlinear solver.
+
+    Every option is checked here, when the layer is built: a bad value raises ``ValueError``
+    naming what is accepted, never a ``TypeError`` at the first forward.
 
     Args:
         field: ``nn.Module`` called as ``field(t, y)``, returning a tensor shaped like ``y``;
             ``y`` is ``(batch, *state)`` and samples must not interact.
         theta: θ in [0, 1]; 0 is the explicit ResNet step (no solve).
-        h: Step size, > 0.
+        h: Step size, finite and > 0.
         scheme: ``"linear"`` (θ-combination of F) or ``"one-leg"`` (F at a θ-combination).
         solver: ``"auto"`` (default: see :meth:`method`), ``"anderson"``, ``"fixed-point"``
-            (Picard); these take the option ``damping`` (default :meth:`damping`, from the
-            field's declared spectrum if any),
-            ``"newton"`` (Newton–Krylov: JVPs + GMRES) or ``"lbfgs"`` (minimizes ``½‖r‖²``,
-            the paper's reference method). All start from the explicit predictor
-            ``x + h F(t, x)`` (forward Euler; divided by ``1 − θh·c`` when the field declares
-            its spectral centre ``c``, see :meth:`predictor_gain`).
+            (Picard), ``"newton"`` (Newton–Krylov: JVPs + GMRES) or ``"lbfgs"`` (minimizes
+            ``½‖r‖²``, the paper's reference method), or a configuration such as
+            ``irn.solvers.Anderson(memory=8)``. All start from the explicit predictor
+            ``x + h F(t, x)`` (divided by ``1 − θh·c`` when the field declares its spectral
+            centre ``c``, see :meth:`predictor_gain`).
         tol: Relative per-sample residual: sample ``i`` is solved when
             ``‖y_i − x_i − Φ(x_i, y_i)‖ ≤ tol · max(‖y_i‖, ‖x_i‖)`` (norms over the state),
-            the same test for every solver.
+            the same test for every solver. Default (None): 1e-6, raised to 8 machine epsilons
+            of the state's dtype (:func:`irn.solvers.default_tol`) so half precision can reach it.
         max_iter: Nonlinear iterations allowed.
         backward: ``"adjoint"`` (implicit-function theorem, memory independent of the number
-            of iterations) or ``"unrolled"`` (autograd through the iterations).
-        on_failure: ``"warn"`` (emit :class:`~irn.ConvergenceWarning`), ``"raise"``
-            (:class:`~irn.ConvergenceError`) or ``"ignore"``; applies to the forward and the
-            adjoint solve, and ``stats.converged`` records the outcome in every case.
-        solver_options: Extra keyword arguments for the solver (``damping``, ``memory``, ...).
+            of iterations; first-order gradients only) or ``"unrolled"`` (autograd through
+            the iterations; supports double backward).
+        on_failure: ``"warn"`` (a :class:`~irn.ConvergenceWarning`, once per layer and kind of
+            solve), ``"raise"`` (:class:`~irn.ConvergenceError`) or ``"ignore"``; applies to the
+            forward and the adjoint solve, and ``stats.converged`` records the outcome always.
+        solver_options: Options of a solver given by name (``damping``, ``memory``, ...).
         adjoint_solver: ``"auto"`` (default, see :meth:`adjoint_method`), ``"gmres"`` or
-            ``"fixed-point"`` (the Neumann series, option ``omega``) for ``(I − ∂Φ/∂y)ᵀv = g``.
-        adjoint_tol: Relative tolerance of the adjoint solve (default: ``tol``).
+            ``"fixed-point"`` (the Neumann series, option ``omega``) for ``(I − ∂Φ/∂y)ᵀv = g``,
+            or a configuration (``irn.solvers.GMRES(restart=30)``).
+        adjoint_tol: Relative tolerance of the adjoint solve (default: the forward's).
         adjoint_max_iter: Products allowed in the adjoint solve (default: ``max_iter``).
-        adjoint_options: Extra keyword arguments for the linear solver (e.g. ``restart``).
+        adjoint_options: Options of an adjoint solver given by name (e.g. ``restart``).
+
+    Attributes:
+        stats: The :class:`ThetaStats` of the calling thread's last call (thread-local: a
+            thread never sees another's). ``forward(..., return_stats=True)`` returns them
+            with the output instead, without shared state.
     """
 
     def __init__(
@@ -95,13 +153,13 @@ class ThetaLayer(nn.Module):
         theta: float = 1.0,
         h: float = 1.0,
         scheme: str = "linear",
-        solver: str = "auto",
-        tol: float = 1e-6,
+        solver: str | SolverConfig = "auto",
+        tol: float | None = None,
         max_iter: int = 50,
         backward: str = "adjoint",
         on_failure: str = "warn",
         solver_options: dict | None = None,
-        adjoint_solver: str = "auto",
+        adjoint_solver: str | SolverConfig = "auto",
         adjoint_tol: float | None = None,
         adjoint_max_iter: int | None = None,
         adjoint_options: dict | None = None,
@@ -109,200 +167,281 @@ class ThetaLayer(nn.Module):
         super().__init__()
         if not isinstance(field, nn.Module) or not callable(field):
             raise ValueError(f"field must be an nn.Module called as field(t, y), got {field!r}")
-        if not 0.0 <= float(theta) <= 1.0:
-            raise ValueError(f"theta must lie in [0, 1], got {theta}")
-        if not float(h) > 0.0:
-            raise ValueError(f"h must be > 0, got {h}")
+        self._scheme = ThetaScheme(theta, h, scheme)  # validates theta, h and scheme
         for name, value, allowed in (
-            ("scheme", scheme, SCHEMES),
-            ("solver", solver, ("auto", *SOLVERS)),
             ("backward", backward, BACKWARDS),
             ("on_failure", on_failure, POLICIES),
-            ("adjoint_solver", adjoint_solver, ("auto", *LINEAR_SOLVERS)),
         ):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {list(allowed)}")
-        if not tol > 0:
-            raise ValueError(f"tol must be > 0, got {tol}")
-        if int(max_iter) < 1:
-            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+        # Validated configurations. "auto" picks a solver per call from the field's spectrum,
+        # so its options must suit both candidates (damping does; memory does not).
+        self._solver_options = dict(solver_options or {})
+        self._adjoint_options = dict(adjoint_options or {})
+        self._solver = self._adjoint = None
+        if solver == "auto":
+            for candidate in ("fixed-point", "anderson"):
+                make_config(candidate, self._solver_options, NONLINEAR_CONFIGS)
+        else:
+            self._solver = make_config(solver, self._solver_options, NONLINEAR_CONFIGS)
+        if adjoint_solver == "auto":
+            for candidate in LINEAR_CONFIGS:
+                make_config(candidate, self._adjoint_options, LINEAR_CONFIGS, "adjoint_solver")
+        else:
+            self._adjoint = make_config(
+                adjoint_solver, self._adjoint_options, LINEAR_CONFIGS, "adjoint_solver"
+            )
         self.field = field
-        self.theta, self.h = float(theta), float(h)
-        self.scheme, self.solver, self.backward = scheme, solver, backward
-        self.tol, self.max_iter, self.on_failure = float(tol), int(max_iter), on_failure
-        self.solver_options = dict(solver_options or {})
-        self.adjoint_solver = adjoint_solver
-        self.adjoint_tol = float(adjoint_tol) if adjoint_tol is not None else self.tol
-        self.adjoint_max_iter = int(adjoint_max_iter or self.max_iter)
-        self.adjoint_options = dict(adjoint_options or {})
-        self.stats: ThetaStats | None = None
+        self.solver = solver if isinstance(solver, str) else solver.name
+        self.adjoint_solver = (
+            adjoint_solver if isinstance(adjoint_solver, str) else adjoint_solver.name
+        )
+        self.backward, self.on_failure = backward, on_failure
+        self.tol = _finite_positive("tol", tol, allow_none=True)
+        self.max_iter = _positive_int("max_iter", max_iter)
+        self.adjoint_tol = _finite_positive("adjoint_tol", adjoint_tol, allow_none=True)
+        self.adjoint_max_iter = _positive_int("adjoint_max_iter", adjoint_max_iter, True)
+        self._local = threading.local()
+        self._warned: set = set()
+
+    # θ, h and the scheme are read-only: a network passes other values per call instead.
+    @property
+    def theta(self) -> float:
+        return self._scheme.theta
+
+    @property
+    def h(self) -> float:
+        return self._scheme.h
+
+    @property
+    def scheme(self) -> str:
+        return self._scheme.kind
+
+    def step(self, theta: float | None = None, h: float | None = None) -> ThetaScheme:
+        """The :class:`~irn.scheme.ThetaScheme` of a call (the layer's own θ and h by default)."""
+        if theta is None and h is None:
+            return self._scheme
+        return ThetaScheme(
+            self.theta if theta is None else theta, self.h if h is None else h, self.scheme
+        )
+
+    @property
+    def stats(self) -> ThetaStats | None:
+        """The calling thread's last :class:`ThetaStats` (``None`` before its first call)."""
+        return getattr(self._local, "stats", None)
+
+    @stats.setter
+    def stats(self, value: ThetaStats | None) -> None:
+        self._local.stats = value
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_local", None)  # thread-local storage cannot be copied or pickled
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     def extra_repr(self) -> str:
+        tol = "auto" if self.tol is None else f"{self.tol:g}"
         return (
             f"theta={self.theta}, h={self.h}, scheme={self.scheme!r}, solver={self.solver!r}, "
-            f"tol={self.tol:g}, backward={self.backward!r}"
+            f"tol={tol}, backward={self.backward!r}"
         )
 
     def _eval(self, t, y: torch.Tensor) -> torch.Tensor:
         out = self.field(t, y)
-        if not isinstance(out, torch.Tensor) or out.shape != y.shape:
-            got = getattr(out, "shape", type(out).__name__)
+        if not isinstance(out, torch.Tensor):
             raise ValueError(
-                f"field output shape {tuple(got)} differs from its input shape {tuple(y.shape)}"
+                f"the field returned a {type(out).__name__}, not a tensor: field(t, y) must "
+                f"return one tensor shaped like y {tuple(y.shape)}"
+            )
+        if out.shape != y.shape:
+            raise ValueError(
+                f"field output shape {tuple(out.shape)} differs from its input shape "
+                f"{tuple(y.shape)}"
             )
         return out
 
-    def _parts(self, t, x: torch.Tensor, fx: torch.Tensor | None):
-        """The scheme as ``Φ(x, y) = c + k·F(τ, a + b·y)``: returns ``(c, k, τ, a, b)``.
-
-        ``c`` and ``a`` are ``None`` when they vanish (θ = 1: backward Euler keeps no part of
-        F(t, x) in Φ, nor in its graph). This is the one place the two schemes are written.
-        """
-        th, h = self.theta, self.h
-        if self.scheme == "linear":  # h(1−θ)F(t, x) + hθ F(t+h, y)
-            if th == 1.0:
-                return None, h, t + h, None, 1.0
-            fx = self._eval(t, x) if fx is None else fx
-            return (h * (1 - th)) * fx, h * th, t + h, None, 1.0
-        # one-leg: h F(t+θh, (1−θ)x + θy)
-        return None, h, t + th * h, (None if th == 1.0 else (1 - th) * x), th
-
-    def _implicit_term(self, parts, y: torch.Tensor) -> torch.Tensor:
-        """``k·F(τ, a + b·y)``, skipping multiplications by one."""
-        _, k, tau, a, b = parts
-        arg = y if a is None and b == 1.0 else (b * y if a is None else a + b * y)
-        f = self._eval(tau, arg)
-        return f if k == 1.0 else k * f
-
     def phi(self, t, x: torch.Tensor, y: torch.Tensor, fx: torch.Tensor | None = None):
         """``Φ(x, y)``: the increment of the step (``fx = F(t, x)`` may be passed in)."""
-        parts = self._parts(t, x, fx)
-        out = self._implicit_term(parts, y)
-        return out if parts[0] is None else parts[0] + out
+        return self._scheme.phi(self._eval, t, x, y, fx)
 
-    def method(self) -> str:
-        """The solver a forward pass uses: ``solver`` itself, or for ``"auto"`` damped
-        fixed-point iteration when the field's declared spectrum makes it contract by at least
-        ½ per step (see :meth:`damping`), and Anderson acceleration otherwise."""
-        if self.solver != "auto":
-            return self.solver
-        rate = self.contraction()
-        return "fixed-point" if rate is not None and rate <= 0.5 else "anderson"
-
-    def contraction(self) -> float | None:
-        """Bound ``ρ/c`` on the damped fixed-point iteration's contraction per step, from the
-        field's declared spectrum (``None`` if the field declares none or it is not < 1)."""
+    # ------------------------------------------------------------ solver choice and hints
+    def _declared(self) -> tuple[float | None, float | None]:
         center = getattr(self.field, "center", None)
         # The tightest declared radius: SpectralNormalized's disc shrinks with its learned σ(ϑ).
         radius = getattr(self.field, "disc_radius", getattr(self.field, "radius", None))
-        if center is None or radius is None:
-            return None
-        c = 1.0 - self.theta * self.h * float(center)
-        rho = self.theta * self.h * float(radius)
-        return rho / c if c > rho else None
+        return center, radius
 
-    def adjoint_method(self) -> str:
-        """The adjoint solver: ``adjoint_solver``, or for ``"auto"`` the damped Neumann series
-        (``"fixed-point"`` with ω = :meth:`damping`) when the declared spectrum guarantees a
-        contraction of ½ or better (the adjoint matrix has the same spectrum as the forward
-        residual's Jacobian), and GMRES otherwise."""
-        if self.adjoint_solver != "auto":
-            return self.adjoint_solver
-        rate = self.contraction()
-        return "fixed-point" if rate is not None and rate <= 0.5 else "gmres"
+    def contraction(self, step: ThetaScheme | None = None) -> float | None:
+        """Bound ``ρ/c`` on the damped fixed-point iteration's contraction per step, from the
+        field's declared spectrum (``None`` if the field declares none or it is not < 1)."""
+        return (step or self._scheme).contraction(*self._declared())
 
-    def predictor_gain(self) -> float:
-        """The explicit predictor is ``x + g·h F(t, x)`` with ``g = 1/(1 − θh·c)``.
+    def predictor_gain(self, step: ThetaScheme | None = None) -> float:
+        """The explicit predictor is ``x + g·h F(t, x)`` with ``g = 1/(1 − θh·c)``, ``c`` the
+        field's declared spectral centre (else ``g = 1``, forward Euler); see
+        :meth:`irn.scheme.ThetaScheme.predictor_gain`."""
+        return (step or self._scheme).predictor_gain(*self._declared())
 
-        ``c`` is the field's declared spectral centre (``field.center``), else 0 and the
-        predictor is forward Euler. With ``F(y) ≈ F(x) + c (y − x)`` the θ-step has exactly this
-        solution, so a stiff field (c ≪ 0) starts near its fixed point instead of overshooting
-        by ``h|c|`` as forward Euler does; it costs no extra evaluation.
-        """
-        if self.contraction() is None:
-            return 1.0
-        return 1.0 / (1.0 - self.theta * self.h * float(self.field.center))
-
-    def damping(self) -> float:
-        """Richardson/Anderson damping ``β`` from the field's declared spectrum, else 1.
+    def damping(self, step: ThetaScheme | None = None) -> float:
+        """Richardson/Anderson damping ``β = 1/c`` from the field's declared spectrum, else 1.
 
         A field may declare that the eigenvalues of ``∂F/∂y`` lie in the disc with centre
         ``field.center`` and radius ``field.radius`` (or the tighter ``field.disc_radius``, as
-        :class:`~irn.SpectralNormalized` declares). Then those of the residual's Jacobian
-        ``I − θh ∂F/∂y`` lie in the disc with centre ``c = 1 − θh·center`` and radius
-        ``ρ = θh·radius``, and ``β = 1/c`` centres the damped iteration's spectrum at 0: it
-        contracts by ``ρ/c`` per step whenever ``ρ < c``.
+        :class:`~irn.SpectralNormalized` does). Then those of ``I − θh ∂F/∂y`` lie in the disc
+        with centre ``c = 1 − θh·center`` and radius ``ρ = θh·radius``, and ``β = 1/c`` centres
+        the damped iteration's spectrum at 0: it contracts by ``ρ/c`` per step when ``ρ < c``.
         """
-        return self.predictor_gain()  # the same number: 1/c centres the spectrum at 0
+        return self.predictor_gain(step)  # the same number: 1/c centres the spectrum at 0
 
-    def forward(self, x: torch.Tensor, t: float | torch.Tensor = 0.0) -> torch.Tensor:
-        """Return ``y`` solving the step from state ``x`` at time ``t``; see :attr:`stats`."""
+    def _fast(self, step: ThetaScheme) -> bool:
+        rate = self.contraction(step)
+        return rate is not None and rate <= 0.5
+
+    def solver_config(self, step: ThetaScheme | None = None) -> SolverConfig:
+        """The forward solver of a call: ``solver`` itself, or for ``"auto"`` damped
+        fixed-point iteration when the field's declared spectrum makes it contract by at least
+        ½ per step (see :meth:`damping`), and Anderson acceleration otherwise. An unset
+        damping is filled in from the declared spectrum."""
+        step = step or self._scheme
+        config = self._solver
+        if self.solver == "auto":
+            name = "fixed-point" if self._fast(step) else "anderson"
+            config = make_config(name, self._solver_options, NONLINEAR_CONFIGS)
+        return config.with_damping(self.damping(step))
+
+    def adjoint_config(self, step: ThetaScheme | None = None) -> SolverConfig:
+        """The adjoint solver: ``adjoint_solver``, or for ``"auto"`` the damped Neumann series
+        when the declared spectrum guarantees a contraction of ½ or better (the adjoint matrix
+        has the same spectrum as the forward residual's Jacobian), and GMRES otherwise."""
+        step = step or self._scheme
+        config = self._adjoint
+        if self.adjoint_solver == "auto":
+            name = "fixed-point" if self._fast(step) else "gmres"
+            config = make_config(name, self._adjoint_options, LINEAR_CONFIGS)
+        return config.with_damping(self.damping(step))
+
+    def method(self) -> str:
+        """Name of the forward solver a call with the layer's θ and h uses."""
+        return self.solver_config().name
+
+    def adjoint_method(self) -> str:
+        """Name of the adjoint solver a call with the layer's θ and h uses."""
+        return self.adjoint_config().name
+
+    # ------------------------------------------------------------------------------ forward
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: float | torch.Tensor = 0.0,
+        *,
+        theta: float | None = None,
+        h: float | None = None,
+        return_stats: bool = False,
+        name: str | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, ThetaStats]:
+        """Return ``y`` solving the step from state ``x`` at time ``t``.
+
+        Args:
+            x: ``(batch, *state)``; an empty batch gives an empty output.
+            t: Time at the start of the step.
+            theta, h: Use these instead of the layer's θ and h for this call only.
+            return_stats: Also return this call's :class:`ThetaStats` (its ``backward`` is
+                filled in by a later backward pass); :attr:`stats` is set either way.
+            name: How messages name this step (e.g. ``"step 3 of 5"``).
+        """
         if not isinstance(x, torch.Tensor) or x.dim() < 2:
             raise ValueError("x must be a tensor shaped (batch, *state)")
         if not bool(torch.isfinite(x).all()):
             raise ValueError("x contains non-finite values (nan or inf)")
+        step = self.step(theta, h)
+        tol = default_tol(x.dtype) if self.tol is None else self.tol
+        if x.shape[0] == 0:  # nothing to solve; keep the graph to x (and its dtype, device)
+            stats = ThetaStats(
+                SolverStats("explicit" if step.explicit else "none", 0, 0, x.new_zeros(0), tol)
+            )
+            self.stats = stats
+            y = x.clone()
+            return (y, stats) if return_stats else y
         # The first evaluation may advance spectral-norm power iterations (train mode);
         # every later one is frozen, so the solve sees one fixed field.
         # Φ needs F(t, x) with its graph only for the linear scheme with θ < 1 (and θ = 0);
         # otherwise it only feeds the predictor, and a graph would be memory held for nothing.
-        in_phi = self.scheme == "linear" and self.theta < 1.0
-        keep_graph = in_phi or self.theta == 0.0 or self.backward == "unrolled"
+        keep_graph = step.uses_fx or step.explicit or self.backward == "unrolled"
         with torch.set_grad_enabled(torch.is_grad_enabled() and keep_graph):
             fx = self._eval(t, x)
-        if self.theta == 0.0:
-            empty = x.new_zeros(x.shape[0])
-            self.stats = ThetaStats(SolverStats("explicit", 0, 1, empty, self.tol))
-            return x + self.h * fx
-        with frozen(self.field):
-            return self._implicit(x, t, fx)
+        if step.explicit:
+            stats = ThetaStats(SolverStats("explicit", 0, 1, x.new_zeros(x.shape[0]), tol))
+            self.stats = stats
+            y = x + step.h * fx
+        else:
+            with frozen(self.field):
+                y, stats = self._implicit(x, t, fx, step, tol, name)
+        return (y, stats) if return_stats else y
 
-    def _implicit(self, x: torch.Tensor, t, fx: torch.Tensor) -> torch.Tensor:
+    def _where(self, name: str | None, what: str) -> str:
+        return f"ThetaLayer {name}: {what}" if name else f"ThetaLayer {what}"
+
+    def _implicit(self, x, t, fx, step: ThetaScheme, tol: float, name: str | None):
         shape, bsz = x.shape, x.shape[0]
         unrolled = self.backward == "unrolled" and torch.is_grad_enabled()
         xs = x if unrolled else x.detach()
         fxs = fx if unrolled else fx.detach()
 
         # r(y) = y − x − Φ(x, y), with everything that does not depend on y computed once.
-        parts = self._parts(t, xs, fxs)
+        parts = step.parts(t, xs, fxs if step.uses_fx else None)
         base = xs if parts[0] is None else xs + parts[0]
 
         def residual(yf: torch.Tensor) -> torch.Tensor:
             y = yf.view(shape)
-            return (y - base - self._implicit_term(parts, y)).view(bsz, -1)
+            return (y - base - step.implicit_term(self._eval, parts, y)).view(bsz, -1)
 
-        y0 = (xs + self.predictor_gain() * self.h * fxs).reshape(bsz, -1)
-        options = dict(tol=self.tol, max_iter=self.max_iter, **self.solver_options)
-        method = self.method()
-        if method in ("fixed-point", "anderson") and "damping" not in options:
-            options["damping"] = self.damping()
-        options["scale"] = torch.linalg.vector_norm(xs.detach().reshape(bsz, -1), dim=1)
+        y0 = (xs + self.predictor_gain(step) * step.h * fxs).reshape(bsz, -1)
+        config = self.solver_config(step)
+        scale = torch.linalg.vector_norm(xs.detach().reshape(bsz, -1), dim=1)
         # Parametrized weights (spectral norm) are computed once for the whole solve.
         cache = parametrize.cached() if not unrolled else contextlib.nullcontext()
         with cache, torch.set_grad_enabled(unrolled):
-            y, fstats = solve(method, residual, y0, **options)
+            fn = config.function()
+            y, fstats = fn(
+                residual, y0, tol=tol, max_iter=self.max_iter, scale=scale, **config.options()
+            )
         stats = ThetaStats(fstats)
         self.stats = stats
-        enforce(fstats, self.on_failure, "ThetaLayer forward solve")
+        advice = _SINGULAR_ADVICE if fstats.residual == float("inf") else _FORWARD_ADVICE
+        enforce(
+            fstats,
+            self.on_failure,
+            self._where(name, "forward solve"),
+            advice=advice.format(max_iter=self.max_iter),
+            warned=self._warned,
+            key="forward",
+        )
         y = y.view(shape)
         needs_grad = torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.field.parameters())
         )
         if unrolled or not needs_grad:
-            return y
+            return y, stats
 
         def report(bstats: SolverStats) -> None:
             stats.backward = bstats
+            self.stats = stats
 
-        config = AdjointConfig(
-            self.adjoint_method(),
-            self.adjoint_tol,
-            self.adjoint_max_iter,
+        adjoint_max_iter = self.adjoint_max_iter or self.max_iter
+        adjoint = AdjointConfig(
+            self.adjoint_config(step),
+            tol if self.adjoint_tol is None else self.adjoint_tol,
+            adjoint_max_iter,
             self.on_failure,
             report,
-            dict(self.adjoint_options),
+            self._where(name, "adjoint solve"),
+            _ADJOINT_ADVICE.format(max_iter=adjoint_max_iter),
+            self._warned,
         )
-        if config.solver == "fixed-point" and "omega" not in config.options:
-            config.options["omega"] = self.damping()
         y_leaf = y.detach().requires_grad_(True)
-        phi = self.phi(t, x, y_leaf, fx)  # the one graph of Φ the backward pass needs
-        return ImplicitStep.apply(x, phi, y_leaf, config)
+        phi = step.phi(self._eval, t, x, y_leaf, fx)  # the one graph of Φ backward needs
+        return ImplicitStep.apply(x, phi, y_leaf, adjoint), stats

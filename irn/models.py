@@ -116,33 +116,44 @@ class ImplicitResNet(nn.Module):
             factor = lo + (hi - lo) * float(torch.rand(()))
         return theta, factor
 
+    def _check_state(self, y: torch.Tensor) -> None:
+        """Fail early, naming ``codim``, when the field's declared state cannot take ``y``."""
+        declared = getattr(self.layers[0].field, "state_shape", None)
+        if declared is None or y.dim() < 2 or len(declared) == 0:
+            return
+        if int(declared[0]) != y.shape[1]:
+            came = y.shape[1] - self.codim
+            raise ValueError(
+                f"the field takes states with {declared[0]} components along dimension 1, but "
+                f"the augmented state has {y.shape[1]} (the input's {came} + codim={self.codim})"
+                f"; build the field for {y.shape[1]} components (e.g. irn.MLP(dim={y.shape[1]})),"
+                f" or change codim"
+            )
+
     def forward(
         self, x: torch.Tensor, t0: float = 0.0, *, return_trajectory: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
         """Map ``x`` through input map, augmentation, T steps and output map.
 
         With ``return_trajectory=True`` also return the :class:`Trajectory` of the implicit
-        part (states after augmentation, before the output map), which the regularizers read.
+        part (states after augmentation, before the output map), which the regularizers read;
+        its per-step stats belong to this call alone, whatever other threads do.
         """
         y = self.input_map(x) if self.input_map is not None else x
         y = self.augment(y)
+        self._check_state(y)
         theta, factor = self._draw()
-        saved = [(layer.theta, layer.h) for layer in self.layers]
         traj = Trajectory([float(t0)], [y])
-        try:
-            for layer in self.layers:
-                layer.theta = layer.theta if theta is None else theta
-                layer.h = layer.h * factor
-            t = float(t0)
-            for k in range(self.steps):
-                layer = self.layer(k)
-                y = layer(y, t)
-                t += layer.h
-                traj.times.append(t)
-                traj.states.append(y)
-                traj.stats.append(layer.stats)
-        finally:
-            for layer, (th, h) in zip(self.layers, saved, strict=True):
-                layer.theta, layer.h = th, h
+        t = float(t0)
+        for k in range(self.steps):
+            layer = self.layer(k)
+            h = layer.h * factor
+            y, stats = layer(
+                y, t, theta=theta, h=h, return_stats=True, name=f"step {k + 1} of {self.steps}"
+            )
+            t += h
+            traj.times.append(t)
+            traj.states.append(y)
+            traj.stats.append(stats)
         out = self.output_map(y) if self.output_map is not None else y
         return (out, traj) if return_trajectory else out

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .scheme import _check_theta, stability_function
+
 __all__ = [
     "LayerSpectrum",
     "batch_jacobian",
@@ -26,26 +28,6 @@ __all__ = [
     "stability_region",
     "trajectory_spectrum",
 ]
-
-
-def _check_theta(theta: float) -> float:
-    if not 0.0 <= float(theta) <= 1.0:
-        raise ValueError(f"theta must lie in [0, 1], got {theta}")
-    return float(theta)
-
-
-def stability_function(z, theta: float):
-    """``R(z) = (1 + (1−θ) z) / (1 − θ z)``, the growth factor of one θ-step at ``z = hλ``.
-
-    Both the linear and the one-leg scheme share it. Works elementwise on complex (or real)
-    tensors, NumPy arrays and Python numbers, returning the same kind; ``R`` has a pole at
-    ``z = 1/θ`` (there the array library's division gives ``inf``/``nan``).
-    """
-    theta = _check_theta(theta)
-    if isinstance(z, np.ndarray):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return (1 + (1 - theta) * z) / (1 - theta * z)
-    return (1 + (1 - theta) * z) / (1 - theta * z)
 
 
 def complex_grid(re=(-4.0, 2.0), im=(-3.0, 3.0), n: int = 301) -> torch.Tensor:
@@ -118,27 +100,26 @@ class LayerSpectrum(NamedTuple):
     point: torch.Tensor  # where F was linearized
 
 
-def layer_jacobian_spectrum(layer, x: torch.Tensor, t: float = 0.0, y=None) -> LayerSpectrum:
-    """Spectrum of one :class:`~irn.ThetaLayer` step from ``x``.
+def layer_jacobian_spectrum(
+    layer, x: torch.Tensor, t: float = 0.0, y=None, *, theta=None, h=None
+) -> LayerSpectrum:
+    """Spectrum of one :class:`~irn.ThetaLayer` step from ``x`` (with the layer's θ and h, or
+    the given ones).
 
-    The field is linearized where the scheme evaluates it implicitly: at
-    ``z = (1−θ)x + θy`` for ``"one-leg"`` and at ``y`` for ``"linear"`` (at ``x`` when θ = 0).
+    The field is linearized where the scheme evaluates it implicitly
+    (:meth:`irn.scheme.ThetaScheme.evaluation_point`): at ``z = (1−θ)x + θy`` for
+    ``"one-leg"`` and at ``y`` for ``"linear"`` (at ``x`` when θ = 0).
     ``step_eigenvalues = R(hλ)`` are the eigenvalues of the step's Jacobian
     ``(I − θhJ)⁻¹(I + (1−θ)hJ)`` when ``J`` is the same at both ends (exact for affine F).
     """
-    theta, h = layer.theta, layer.h
+    step = layer.step(theta, h)
     if y is None:
         with torch.no_grad():
-            y = layer(x, t)
-    if layer.scheme == "one-leg":
-        point, tf = (1 - theta) * x + theta * y, t + theta * h
-    elif theta > 0:
-        point, tf = y, t + h
-    else:
-        point, tf = x, t
+            y = layer(x, t, theta=step.theta, h=step.h)
+    tf, point = step.evaluation_point(t, x, y)
     J = batch_jacobian(layer.field, tf, point)
     lam = torch.linalg.eigvals(J)
-    return LayerSpectrum(lam, stability_function(h * lam, theta), point.detach())
+    return LayerSpectrum(lam, step.R(step.h * lam), point.detach())
 
 
 def trajectory_spectrum(net, x: torch.Tensor, t0: float = 0.0) -> list[LayerSpectrum]:

@@ -3,6 +3,18 @@
 This layer knows tensors and closures only: no modules, no θ, no fields.
 """
 
+from .config import (
+    GMRES,
+    LBFGS,
+    LINEAR_CONFIGS,
+    NONLINEAR_CONFIGS,
+    Anderson,
+    FixedPoint,
+    Neumann,
+    NewtonKrylov,
+    SolverConfig,
+    make_config,
+)
 from .linear import LINEAR_SOLVERS, gmres, linear_solve, richardson
 from .nonlinear import SOLVERS, anderson, fixed_point, lbfgs, newton_krylov, solve
 from .stats import (
@@ -10,11 +22,23 @@ from .stats import (
     ConvergenceError,
     ConvergenceWarning,
     SolverStats,
+    default_tol,
     enforce,
     relative_residual,
 )
 
 __all__ = [
+    "GMRES",
+    "LBFGS",
+    "LINEAR_CONFIGS",
+    "NONLINEAR_CONFIGS",
+    "Anderson",
+    "FixedPoint",
+    "Neumann",
+    "NewtonKrylov",
+    "SolverConfig",
+    "default_tol",
+    "make_config",
     "LINEAR_SOLVERS",
     "POLICIES",
     "SOLVERS",

@@ -13,11 +13,15 @@ iteration, on any device, and stays differentiable (so it can also be unrolled).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from ._batched import combine, project
 from .stats import SolverStats, relative_residual
+
+if TYPE_CHECKING:
+    from .config import SolverConfig
 
 __all__ = ["LINEAR_SOLVERS", "gmres", "linear_solve", "richardson"]
 
@@ -126,9 +130,10 @@ def gmres(
                 break
         k_used = len(cols)
         R = torch.stack([torch.nn.functional.pad(c_, (0, k_used - c_.shape[1])) for c_ in cols], 2)
-        y = torch.linalg.solve_triangular(
-            R, torch.stack(g[:k_used], 1)[..., None], upper=True
-        ).squeeze(-1)
+        # The small triangular solve runs in float32 or wider (no half-precision CPU kernel).
+        work = torch.promote_types(R.dtype, torch.float32)
+        rhs = torch.stack(g[:k_used], 1)[..., None].to(work)
+        y = torch.linalg.solve_triangular(R.to(work), rhs, upper=True).squeeze(-1).to(b.dtype)
         V = basis[:, :k_used] if inplace else torch.stack(vs[:k_used], 1)
         x = x + combine(y, V)
         total += k_used
@@ -182,9 +187,19 @@ LINEAR_SOLVERS: dict[str, Callable[..., tuple[torch.Tensor, SolverStats]]] = {
 
 
 def linear_solve(
-    method: str, matvec: MatVec, b: torch.Tensor, x0: torch.Tensor | None = None, **options
+    method: str | SolverConfig,
+    matvec: MatVec,
+    b: torch.Tensor,
+    x0: torch.Tensor | None = None,
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 50,
+    **options,
 ) -> tuple[torch.Tensor, SolverStats]:
-    """Dispatch to a linear solver by name (``"gmres"`` or ``"fixed-point"``)."""
-    if method not in LINEAR_SOLVERS:
-        raise ValueError(f"unknown linear solver {method!r}; choose one of {list(LINEAR_SOLVERS)}")
-    return LINEAR_SOLVERS[method](matvec, b, x0, **options)
+    """Solve ``A v = b`` with ``"gmres"`` or ``"fixed-point"`` (the Neumann series), or a
+    configuration (:class:`GMRES`, :class:`Neumann`); options are validated first."""
+    from .config import LINEAR_CONFIGS, make_config
+
+    config = make_config(method, options, LINEAR_CONFIGS, "linear solver")
+    fn = config.function()
+    return fn(matvec, b, x0, tol=tol, max_iter=max_iter, **config.options())

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from ._batched import combine, project
+from .config import NONLINEAR_CONFIGS, SolverConfig, make_config
 from .linear import gmres
 from .stats import SolverStats, relative_residual
 
@@ -114,9 +115,9 @@ def anderson(
     """Anderson acceleration (type II, difference form) of the damped map ``y − β r(y)``.
 
     With the last ``m`` differences ``ΔY_j = y_{j+1} − y_j`` and ``ΔR_j = r_{j+1} − r_j``,
-    ``γ`` solves the least-squares problem ``min ‖r_k − ΔR γ‖`` per sample (normal equations
-    with a ridge ``√eps·‖r_k‖²``, scaled to the current residual so early, large differences
-    do not swamp it), and ``y_{k+1} = y_k − β r_k − (ΔY − β ΔR) γ``.
+    ``γ`` solves the least-squares problem ``min ‖r_k − ΔR γ‖`` per sample (see
+    :func:`_mixing`: well-posed for any history, also when the differences are collinear, fewer
+    than the state dimension or zero), and ``y_{k+1} = y_k − β r_k − (ΔY − β ΔR) γ``.
     """
     y = y0
     r = residual(y)
@@ -130,7 +131,6 @@ def anderson(
     dR = y.new_zeros(bsz, m, n)
     G = y.new_zeros(bsz, m, m)
     eye = torch.eye(m, dtype=y.dtype, device=y.device)
-    reg = torch.finfo(y.dtype).eps ** 0.5
     k = 0  # differences stored so far
     y_prev = r_prev = None
     while tr.iterations < max_iter and not tr.done():
@@ -150,12 +150,7 @@ def anderson(
         step = y - damping * r
         j = min(k, m)
         if j > 0:
-            rhs = project(dR[:, :j], r)[:, :, None]  # (batch, j, 1)
-            lam = reg * (r.detach() ** 2).sum(1) + tr.tiny
-            gamma = torch.linalg.solve(G[:, :j, :j] + lam[:, None, None] * eye[:j, :j], rhs)
-            ok = torch.isfinite(gamma).all(1, keepdim=True)  # else: a plain damped step
-            gamma = torch.where(ok, gamma, torch.zeros_like(gamma))
-            coef = gamma[:, :, 0]
+            coef = _mixing(G[:, :j, :j], project(dR[:, :j], r), r)
             step = step - combine(coef, dY[:, :j]) + damping * combine(coef, dR[:, :j])
         y_prev, r_prev = y, r
         y = _select(tr.active, step, y)
@@ -165,25 +160,71 @@ def anderson(
     return tr.result()
 
 
-def _line_search(residual, y, r, d, phi, slope, tr, max_halvings=10, c=1e-4):
-    """Backtracking (Armijo) per sample on ``φ(y) = ½‖r(y)‖²``: accept the first ``λ = 2^-j``
-    with ``φ(y + λd) ≤ φ(y) + c λ slope``; samples that never pass keep their last trial."""
+def _mixing(G: torch.Tensor, rhs: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Anderson's mixing coefficients ``γ ≈ argmin ‖r − ΔR γ‖`` from the normal equations.
+
+    ``G = ΔRᵀΔR`` is ``(batch, j, j)``, ``rhs = ΔRᵀ r`` is ``(batch, j)`` and ``r`` the
+    current residual. G is singular whenever the state has fewer than ``j`` components, the
+    differences are collinear or an iteration stalls, and its entries span many orders of
+    magnitude (early differences are large, late ones small). So we solve
+
+        (G + δ·diag(G) + μ I) γ = rhs,   δ = √eps,   μ = √eps·‖r‖²,
+
+    which is positive definite for any history: the relative ridge ``δ`` makes collinear
+    differences well-posed at every scale, and the absolute ridge ``μ`` suppresses differences
+    at the level of rounding (a stalled iteration's ``ΔR`` is noise; mixing it would extrapolate
+    far away). The system is Jacobi-scaled to a unit diagonal and factored with
+    ``cholesky_ex``, which reports a failure instead of raising; a sample whose factorization
+    fails or whose γ is not finite gets γ = 0, a plain damped step. The small solve runs in
+    float64 for float64 states and in float32 otherwise (no half-precision CPU factorization).
+    """
+    dtype = G.dtype
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    reg = torch.finfo(dtype).eps ** 0.5
+    G, rhs = G.to(work), rhs.to(work)
+    tiny = torch.finfo(work).tiny
+    mu = reg * (r.detach().to(work) ** 2).sum(1) + tiny
+    d = G.diagonal(dim1=1, dim2=2)
+    # Differences far below the ridge would get γ_j ≈ 0 anyway; dropping them keeps μ/d finite.
+    live = d > torch.finfo(work).eps * mu[:, None]
+    s = torch.where(live, d.clamp_min(tiny).rsqrt(), torch.zeros_like(d))
+    eye = torch.eye(G.shape[-1], dtype=work, device=G.device)
+    # Scaled: unit diagonal + δ + μ/d_j; a dropped difference gets a unit row and zero rhs.
+    diag = torch.where(live, reg + mu[:, None] * s * s, 1.0)
+    A = G * s[:, :, None] * s[:, None, :] + torch.diag_embed(diag)
+    L, info = torch.linalg.cholesky_ex(A)
+    ok = info == 0
+    L = torch.where(ok[:, None, None], L, eye)  # failed samples: any valid factor, result masked
+    gamma = torch.cholesky_solve((s * rhs)[:, :, None], L)[:, :, 0] * s
+    ok = ok & torch.isfinite(gamma).all(1)
+    return torch.where(ok[:, None], gamma, torch.zeros_like(gamma)).to(dtype)
+
+
+def _armijo(evaluate, y, values, d, slope, active, max_halvings=10, c=1e-4):
+    """Backtracking (Armijo) line search per sample on ``φ(y) = ½‖r(y)‖²``.
+
+    ``evaluate(y)`` returns a tuple whose first item is ``r(y)`` (L-BFGS adds its gradient);
+    ``values`` is that tuple at ``y``. Each pending sample accepts the first ``λ = 2^-j`` with
+    ``φ(y + λd) ≤ φ(y) + c λ slope``; samples that never pass keep their last trial. Returns
+    the new point and its tuple.
+    """
+    phi = 0.5 * (values[0] ** 2).sum(1)
     lam = torch.ones_like(phi)
-    pending = tr.active.clone()
-    y_new, r_new = y, r
+    pending = active.clone()
+    y_new, new = y, values
     for _ in range(max_halvings):
         y_try = torch.where(pending[:, None], y + lam[:, None] * d, y_new)
-        r_try = residual(y_try)
-        tr.evals += 1
-        y_new = torch.where(pending[:, None], y_try, y_new)
-        r_new = torch.where(pending[:, None], r_try, r_new)
-        phi_try = 0.5 * (r_try**2).sum(1)
+        trial = evaluate(y_try)
+        upd = pending[:, None]
+        y_new = torch.where(upd, y_try, y_new)
+        new = tuple(torch.where(upd, t, v) for t, v in zip(trial, new, strict=True))
+        phi_try = 0.5 * (trial[0] ** 2).sum(1)
         passed = torch.isfinite(phi_try) & (phi_try <= phi + c * lam * slope)
         pending = pending & ~passed
         if not bool(pending.any()):
             break
         lam = torch.where(pending, lam / 2, lam)
-    return y_new, r_new
+    return y_new, new
 
 
 def newton_krylov(
@@ -218,8 +259,12 @@ def newton_krylov(
         d, inner = gmres(jvp, rhs, tol=eta, max_iter=inner_max_iter, restart=inner_max_iter)
         tr.evals += 2 * inner.evaluations  # a JVP costs about two residual evaluations
         if line_search:
-            phi = 0.5 * (r**2).sum(1)
-            y, r = _line_search(residual, y, r, d, phi, -2 * phi, tr)
+
+            def evaluate(y_try: torch.Tensor) -> tuple[torch.Tensor]:
+                tr.evals += 1
+                return (residual(y_try),)
+
+            y, (r,) = _armijo(evaluate, y, (r,), d, -(r**2).sum(1), active)
         else:
             y = torch.where(active[:, None], y + d, y)
             r = residual(y)
@@ -274,25 +319,13 @@ def lbfgs(
         bad = ~(slope < 0)  # not a descent direction: restart from steepest descent
         d = torch.where(bad[:, None], -g, d)
         slope = torch.where(bad, -(g**2).sum(1), slope)
+
         # Armijo backtracking with a gradient at every trial (accepted trials reuse it).
-        lam = torch.ones_like(slope)
-        pending = active.clone()
-        phi = 0.5 * (r**2).sum(1)
-        y_new, r_new, g_new = y, r, g
-        for _ in range(10):
-            y_try = torch.where(pending[:, None], y + lam[:, None] * d, y_new)
-            r_try, g_try = value_grad(y_try)
+        def evaluate(y_try: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             tr.evals += 2
-            upd = pending[:, None]
-            y_new = torch.where(upd, y_try, y_new)
-            r_new = torch.where(upd, r_try, r_new)
-            g_new = torch.where(upd, g_try, g_new)
-            phi_try = 0.5 * (r_try**2).sum(1)
-            passed = torch.isfinite(phi_try) & (phi_try <= phi + 1e-4 * lam * slope)
-            pending = pending & ~passed
-            if not bool(pending.any()):
-                break
-            lam = torch.where(pending, lam / 2, lam)
+            return value_grad(y_try)
+
+        y_new, (r_new, g_new) = _armijo(evaluate, y, (r, g), d, slope, active)
         S, Yd = (S + [y_new - y])[-memory:], (Yd + [g_new - g])[-memory:]
         y, r, g = y_new, r_new, g_new
         tr.update(y, r)
@@ -308,10 +341,21 @@ SOLVERS: dict[str, Callable[..., tuple[torch.Tensor, SolverStats]]] = {
 
 
 def solve(
-    method: str, residual: Residual, y0: torch.Tensor, **options
+    method: str | SolverConfig,
+    residual: Residual,
+    y0: torch.Tensor,
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 50,
+    scale: torch.Tensor | None = None,
+    **options,
 ) -> tuple[torch.Tensor, SolverStats]:
-    """Dispatch to a nonlinear solver by name: ``"fixed-point"``, ``"anderson"``, ``"newton"``
-    (Newton–Krylov) or ``"lbfgs"``; ``options`` go to the solver (``tol``, ``max_iter``, ...)."""
-    if method not in SOLVERS:
-        raise ValueError(f"unknown solver {method!r}; choose one of {list(SOLVERS)}")
-    return SOLVERS[method](residual, y0, **options)
+    """Solve ``r(y) = 0`` with a solver named ``"fixed-point"``, ``"anderson"``, ``"newton"``
+    (Newton–Krylov) or ``"lbfgs"``, or given as a configuration (:class:`Anderson`, ...).
+
+    ``options`` are the solver's own (``damping``, ``memory``, ...), validated before anything
+    runs: an unknown or ill-typed option raises ``ValueError`` listing the accepted ones.
+    """
+    config = make_config(method, options, NONLINEAR_CONFIGS)
+    fn = config.function()
+    return fn(residual, y0, tol=tol, max_iter=max_iter, scale=scale, **config.options())

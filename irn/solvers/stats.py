@@ -6,6 +6,8 @@ the stats to :func:`enforce` which warns, raises or records according to ``on_fa
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -16,6 +18,7 @@ __all__ = [
     "ConvergenceError",
     "ConvergenceWarning",
     "SolverStats",
+    "default_tol",
     "enforce",
     "relative_residual",
 ]
@@ -28,7 +31,31 @@ class ConvergenceWarning(RuntimeWarning):
 
 
 class ConvergenceError(RuntimeError):
-    """A solve failed and the layer's policy is ``on_failure="raise"``."""
+    """A solve failed and the layer's policy is ``on_failure="raise"``.
+
+    Attributes:
+        stats: The failed solve's :class:`SolverStats` (``None`` if not given).
+    """
+
+    def __init__(self, message: str, stats: SolverStats | None = None) -> None:
+        super().__init__(message)
+        self.stats = stats
+
+
+#: The default tolerance, raised to :data:`EPS_FACTOR` machine epsilons of the state's dtype.
+DEFAULT_TOL = 1e-6
+EPS_FACTOR = 8
+
+
+def default_tol(dtype: torch.dtype, tol: float = DEFAULT_TOL) -> float:
+    """``max(tol, 8·eps(dtype))``: a tolerance the dtype can reach.
+
+    The residual of a θ-step is computed with a rounding error of a few ``eps`` relative to the
+    state, so below that no solver can certify convergence: 1e-6 is below bfloat16's and
+    float16's epsilon (7.8e-3, 9.8e-4), and would make every half-precision solve run all its
+    iterations and fail. For float32 (8·eps = 9.5e-7) and float64 the default stays 1e-6.
+    """
+    return max(float(tol), EPS_FACTOR * torch.finfo(dtype).eps)
 
 
 @dataclass
@@ -87,23 +114,67 @@ def relative_residual(
     return out.nan_to_num_(nan=float("inf"))
 
 
-def enforce(stats: SolverStats, policy: str, what: str) -> None:
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the irn package
+_TORCH = os.path.dirname(os.path.abspath(torch.__file__))
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside irn and torch: the user's call (a layer's
+    forward is reached through ``nn.Module.__call__``, its adjoint through ``.backward()``)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None:
+        name = os.path.abspath(frame.f_code.co_filename)
+        if not (name.startswith(_HERE + os.sep) or name.startswith(_TORCH + os.sep)):
+            return level
+        frame, level = frame.f_back, level + 1
+    return 1
+
+
+def describe(stats: SolverStats, what: str) -> str:
+    """One sentence saying how a solve failed, with its numbers."""
+    bad = int((~stats.sample_converged).sum())
+    n = stats.residuals.numel()
+    if stats.residual == float("inf"):
+        how = f"{bad} of {n} samples have a non-finite residual"
+    else:
+        how = f"{bad} of {n} samples are above tol={stats.tol:.3g}"
+    return (
+        f"{what} ({stats.solver}) did not converge: {how} after {stats.iterations} iterations "
+        f"(max relative residual {stats.residual:.3e})"
+    )
+
+
+def enforce(
+    stats: SolverStats,
+    policy: str,
+    what: str,
+    *,
+    advice: str = "",
+    warned: set | None = None,
+    key: object = None,
+) -> None:
     """Apply the failure policy to one solve.
 
     Args:
         stats: The solve's statistics.
         policy: ``"warn"`` emits :class:`ConvergenceWarning`, ``"raise"`` raises
             :class:`ConvergenceError`, ``"ignore"`` only leaves ``stats.converged`` False.
-        what: Names the solve in the message (e.g. ``"forward solve"``).
+        what: Names the solve in the message (e.g. ``"ThetaLayer step 2 of 5: forward solve"``).
+        advice: What to try, appended to the message.
+        warned: A set owned by the caller (a layer): a ``key`` already in it is not warned again,
+            so a training loop gets one warning per layer and kind of solve, not one per batch.
+            The numbers are not part of the key. ``None`` warns every time.
+        key: The de-duplication key (default ``what``).
     """
     if stats.converged or policy == "ignore":
         return
-    bad = int((~stats.sample_converged).sum())
-    msg = (
-        f"{what} ({stats.solver}) did not converge: {bad} of {stats.residuals.numel()} samples "
-        f"above tol={stats.tol:g} after {stats.iterations} iterations "
-        f"(max relative residual {stats.residual:.3e})"
-    )
+    msg = describe(stats, what) + (f". {advice}" if advice else "")
     if policy == "raise":
-        raise ConvergenceError(msg)
-    warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+        raise ConvergenceError(msg, stats)
+    if warned is not None:
+        key = what if key is None else key
+        if key in warned:
+            return
+        warned.add(key)
+        msg += " (warned once per layer; stats.converged records every solve)"
+    warnings.warn(msg, ConvergenceWarning, stacklevel=_caller_stacklevel())
