@@ -1,37 +1,62 @@
 """The training loop shared by the book and the experiment scripts.
 
-Adam, full batch by default, an optional plateau schedule (paper-notes §4), the trajectory
+Every step minimizes ``loss_fn(model(x_B), y_B) + α_div·div + α_TV·TV`` over a batch ``B`` with
+Adam (paper-notes §4): full batch by default, an optional plateau schedule, the trajectory
 regularizers for an :class:`~irn.ImplicitResNet`, and a log of what the paper plots: data loss,
 regularizer terms and solver iterations. Any other ``nn.Module`` trains too, without the extras.
+
+Faults never poison the parameters: a batch whose inputs, loss or gradients are not finite is
+either skipped or reported with its epoch and batch (``TrainConfig.on_nonfinite``), before the
+optimizer steps. Any error leaving :func:`fit` carries the history so far (``err.history``).
+Checkpoints (:mod:`irn.checkpoint`) hold everything a bit-identical resume needs, and inside a
+``torch.distributed`` process group the same loop trains data-parallel (:mod:`irn.distributed`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
-import tempfile
 import time
+import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .layers import ThetaStats
-from .models import ImplicitResNet, Trajectory
-from .regularizers import trajectory_regularizer
+from . import distributed
+from .checkpoint import (
+    CheckpointError,
+    capture_rng,
+    load,
+    load_into,
+    read_checkpoint,
+    restore_rng,
+    save,
+    save_training,
+    unwrap,
+)
+from .epoch import EpochRunner, TrainingError, reduce_ranks, where
+from .metrics import accuracy, evaluate
+from .models import ImplicitResNet
 
-__all__ = ["History", "TrainConfig", "accuracy", "evaluate", "fit", "load", "save"]
+__all__ = [
+    "CheckpointError",
+    "History",
+    "TrainConfig",
+    "TrainingError",
+    "accuracy",
+    "evaluate",
+    "fit",
+    "load",
+    "save",
+]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-Metric = Callable[[Tensor, Tensor], float | Tensor]
-_FORMAT = "irn.checkpoint/1"  # marks files written by save(); bump if the layout changes
+NONFINITE = ("raise", "skip")
 
 
 @dataclass
@@ -39,11 +64,11 @@ class TrainConfig:
     """Hyperparameters of :func:`fit`. Defaults: Adam at 1e-3, full batch, no regularizers;
     the paper's 1D runs use epochs=3000, p=2, lr_decay=0.7, lr_patience=50, min_lr=1e-6."""
 
-    epochs: int = 100  # passes over the training set
+    epochs: int = 100  # passes over the training set (a resumed run continues up to this)
     lr: float = 1e-3  # Adam learning rate
     batch_size: int | None = None  # None: full batch, as in the paper's small problems
     weight_decay: float = 0.0  # Adam's L2 penalty
-    seed: int = 0  # seeds torch's global RNG (probes, random θ/h) and the batch shuffling
+    seed: int = 0  # seeds torch's global RNG (random θ/h), the shuffling and the probes
     alpha_div: float = 0.0  # weight of the divergence term (ImplicitResNet only)
     alpha_tv: float = 0.0  # weight of the total-variation term (non-zero only for shared=False)
     p: float = 0.0  # divergence step weights (t/T)^p: p > 0 stresses the late steps
@@ -52,7 +77,11 @@ class TrainConfig:
     lr_decay: float = 1.0  # lr factor: every epoch, or on a plateau when lr_patience is set
     lr_patience: int | None = None  # plateau epochs before a decay (the 1D script: 50, 0.7)
     min_lr: float = 0.0  # the lr never decays below this
-    progress: bool = True  # tqdm bar on stderr; False prints nothing at all
+    progress: bool = True  # tqdm bar on stderr (rank 0 only); False prints nothing at all
+    # A batch with non-finite inputs, loss or gradients: "raise" a TrainingError naming the
+    # epoch and batch (default: it is almost always a bug or a diverging run, and skipping
+    # silently changes the objective), or "skip" it (counted in History.skipped).
+    on_nonfinite: str = "raise"
 
     def __post_init__(self) -> None:
         checks = {
@@ -65,6 +94,7 @@ class TrainConfig:
             "grad_clip > 0 or None": self.grad_clip is None or self.grad_clip > 0,
             "0 < lr_decay <= 1": 0 < self.lr_decay <= 1,
             "lr_patience >= 0 or None": self.lr_patience is None or self.lr_patience >= 0,
+            f"on_nonfinite in {NONFINITE}": self.on_nonfinite in NONFINITE,
         }
         failed = [rule for rule, ok in checks.items() if not ok]
         if failed:
@@ -84,7 +114,10 @@ class History:
     # Adjoint iterations per implicit step; None in an epoch without adjoint solves (θ = 0 or
     # backward="unrolled").
     backward_iterations: list[float | None] = field(default_factory=list)
-    unconverged: list[float] = field(default_factory=list)  # failed fraction, forward + adjoint
+    # Fraction of the epoch's per-sample solves (forward and adjoint, every implicit step) that
+    # missed the tolerance. Per sample, so it does not depend on the batch size or on sharding.
+    unconverged: list[float] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # non-finite batches skipped
     lr: list[float] = field(default_factory=list)  # learning rate used during the epoch
     wall_time: list[float] = field(default_factory=list)  # seconds of training (val excluded)
 
@@ -95,35 +128,11 @@ class History:
         """The records as plain lists (``None`` for missing values), ready for ``json.dump``."""
         return dataclasses.asdict(self)
 
-
-def _regularizer_terms(
-    model: ImplicitResNet, traj: Trajectory, cfg: TrainConfig
-) -> tuple[Tensor, Tensor]:
-    """Unweighted (divergence, TV) terms; a term whose α is 0 is not computed (unlike with
-    ``return_terms=True``, which would build T + 1 double-backward VJPs just to log a 0·div)."""
-    zero = traj.states[-1].new_zeros(())
-    args = (model.fields, traj.times, traj.states)
-    div = tv = zero
-    if cfg.alpha_div:
-        div = trajectory_regularizer(*args, alpha_div=1.0, p=cfg.p, samples=cfg.samples)
-    if cfg.alpha_tv:
-        tv = trajectory_regularizer(*args, alpha_tv=1.0)
-    return div, tv
-
-
-def _count_solves(stats: Sequence[ThetaStats], tot: Counter) -> None:
-    """Add one batch's solver statistics (read after backward, so the adjoint ones are set)."""
-    for s in stats:
-        tot["steps"] += 1
-        tot["forward"] += s.iterations
-        if s.implicit:  # an explicit step solves nothing
-            tot["solves"] += 1
-            tot["failed"] += not s.converged
-        if s.backward is not None:
-            tot["adjoints"] += 1
-            tot["backward"] += s.backward.iterations
-            tot["solves"] += 1
-            tot["failed"] += not s.backward.converged
+    @classmethod
+    def from_dict(cls, records: dict[str, list]) -> History:
+        """The inverse of :meth:`as_dict` (unknown keys are ignored, missing ones empty)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: list(v) for k, v in records.items() if k in names})
 
 
 def fit(
@@ -135,14 +144,25 @@ def fit(
     val: tuple[Tensor, Tensor] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     callback: Callable[[int, History], bool | None] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 1,
+    resume: str | os.PathLike[str] | None = None,
 ) -> History:
     """Train ``model`` on ``train = (x, y)`` and return its :class:`History`.
 
     Every step minimizes ``loss_fn(model(xb), yb) + α_div·div + α_TV·TV`` on a batch; the two
     regularizer terms (:func:`~irn.regularizers.trajectory_regularizer`, the paper's formula)
     need a top-level :class:`~irn.ImplicitResNet`. The run is reproducible: it calls
-    ``torch.manual_seed(config.seed)`` (this resets the global RNG) and shuffles mini-batches
-    with its own seeded generator. The data stay where they are: put them on the model's device.
+    ``torch.manual_seed(config.seed)`` (this resets the global RNG), shuffles mini-batches with
+    its own seeded generator and draws Hutchinson probes from generators derived from the seed
+    and the epoch. The data stay where they are: put them on the model's device.
+
+    Inside a ``torch.distributed`` process group (see :func:`irn.distributed.init_from_env`)
+    every rank passes the same ``train``; the model is wrapped in DistributedDataParallel
+    (unless it already is), each rank trains its contiguous shard of every global batch of
+    ``batch_size`` samples, and the gradients equal the single-process ones of that global batch
+    up to rounding. Logged values are reduced over ranks (solver iterations are averaged over
+    ranks and steps); only rank 0 shows progress and writes the checkpoint.
 
     Args:
         model: The network, called as ``model(x)``; left in train mode.
@@ -152,27 +172,45 @@ def fit(
         val: Optional validation ``(x, y)``, evaluated with ``loss_fn`` after every epoch.
         optimizer: Use this optimizer instead of ``Adam(lr, weight_decay)`` (which then are
             ignored); the lr schedule still applies to it.
-        callback: Called as ``callback(epoch, history)`` after every epoch; returning ``True``
-            stops training.
+        callback: Called as ``callback(epoch, history)`` after every epoch (after its
+            checkpoint); returning ``True`` stops training.
+        checkpoint: Write a training checkpoint here (atomically, replacing the file) after
+            every ``checkpoint_every`` epochs, after the last epoch and when the callback stops.
+        checkpoint_every: Epochs between checkpoints.
+        resume: Continue the run saved in this checkpoint (model, optimizer, lr schedule, RNG
+            states, history) up to ``config.epochs``; pass the same config and optimizer type.
 
     Raises:
         ValueError: If ``x`` and ``y`` differ in length, or a regularizer weight is set for a
             model that is not an :class:`~irn.ImplicitResNet` (it would silently do nothing).
+        TrainingError: A non-finite batch under ``on_nonfinite="raise"``.
+        CheckpointError: If ``resume`` is damaged or holds no training state.
+
+    Any exception raised during training (a :class:`TrainingError`, a
+    :class:`~irn.ConvergenceError` from a layer with ``on_failure="raise"``, ...) leaves with
+    the attributes ``history`` (the completed epochs), ``epoch`` and ``batch`` (counting from 0,
+    ``batch`` None after the batches) and ``checkpoint`` (the epochs the last written checkpoint
+    holds, or None); the checkpoint file on disk is the last good one.
     """
     cfg = config if config is not None else TrainConfig()
     x, y = train
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"train inputs and targets differ in length: {x.shape[0]} != {y.shape[0]}")
-    implicit = isinstance(model, ImplicitResNet)
-    regularize = cfg.alpha_div > 0 or cfg.alpha_tv > 0
-    if regularize and not implicit:
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    net = unwrap(model)
+    if (cfg.alpha_div > 0 or cfg.alpha_tv > 0) and not isinstance(net, ImplicitResNet):
         raise ValueError(
-            f"alpha_div/alpha_tv need an ImplicitResNet model, got {type(model).__name__}"
+            f"alpha_div/alpha_tv need an ImplicitResNet model, got {type(net).__name__}"
         )
+    n, ws = x.shape[0], distributed.world_size()
+    bsz = n if cfg.batch_size is None else min(cfg.batch_size, n)
+    if min(bsz, n % bsz or bsz) < ws:
+        raise ValueError(f"every batch needs >= {ws} samples (one per rank); got {n % bsz}")
     torch.manual_seed(cfg.seed)
     shuffler = torch.Generator().manual_seed(cfg.seed)
     if optimizer is None:
-        params = [q for q in model.parameters() if q.requires_grad]
+        params = [q for q in net.parameters() if q.requires_grad]
         optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     plateau = None
     if cfg.lr_patience is not None and cfg.lr_decay < 1:
@@ -181,193 +219,148 @@ def fit(
             optimizer, factor=cfg.lr_decay, patience=cfg.lr_patience,
             cooldown=cfg.lr_patience, min_lr=cfg.min_lr,
         )  # fmt: skip
-    n = x.shape[0]
-    bsz = n if cfg.batch_size is None else min(cfg.batch_size, n)
-    history = History()
-    bar = tqdm(range(cfg.epochs), desc="fit", disable=not cfg.progress, file=sys.stderr)
-    for epoch in bar:
-        start = time.perf_counter()
-        model.train()
-        tot: Counter = Counter()
-        # Full batch keeps the data order; mini-batches get a fresh permutation every epoch.
-        order = torch.randperm(n, generator=shuffler).to(x.device) if bsz < n else None
-        for i in range(0, n, bsz):
-            xb, yb = (x, y) if order is None else (x[order[i : i + bsz]], y[order[i : i + bsz]])
-            optimizer.zero_grad(set_to_none=True)
-            out, traj = model(xb, return_trajectory=True) if implicit else (model(xb), None)
-            data = loss_fn(out, yb)
-            objective = data
-            if regularize:
-                div, tv = _regularizer_terms(model, traj, cfg)
-                objective = objective + cfg.alpha_div * div + cfg.alpha_tv * tv
-                tot["div"] += len(xb) * float(div.detach())
-                tot["tv"] += len(xb) * float(tv.detach())
-            objective.backward()
-            if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            # Weighted by batch size: the epoch mean of a mean-reduced loss over all samples.
-            tot["loss"] += len(xb) * float(data.detach())
-            tot["objective"] += len(xb) * float(objective.detach())
-            if traj is not None:
-                _count_solves(traj.stats, tot)
-
-        history.loss.append(tot["loss"] / n)
-        if cfg.alpha_div:
-            history.divergence.append(tot["div"] / n)
-        if cfg.alpha_tv:
-            history.total_variation.append(tot["tv"] / n)
-        if implicit:
-            history.iterations.append(tot["forward"] / max(tot["steps"], 1))
-            adj = tot["adjoints"]
-            history.backward_iterations.append(tot["backward"] / adj if adj else None)
-            history.unconverged.append(tot["failed"] / tot["solves"] if tot["solves"] else 0.0)
-        history.lr.append(optimizer.param_groups[0]["lr"])
-        history.wall_time.append(time.perf_counter() - start)
-        if val is not None:
-            history.val_loss.append(evaluate(model, *val, loss_fn=loss_fn, batch_size=bsz))
-
-        if plateau is not None:
-            plateau.step(tot["objective"] / n)  # the quantity the optimizer actually minimizes
-        elif cfg.lr_decay < 1:
-            for group in optimizer.param_groups:
-                group["lr"] = max(group["lr"] * cfg.lr_decay, cfg.min_lr)
-        shown = {"loss": history.loss, "val": history.val_loss, "iters": history.iterations}
-        bar.set_postfix({k: f"{v[-1]:.3g}" for k, v in shown.items() if v}, refresh=False)
-        if callback is not None and callback(epoch, history):
-            break
-    bar.close()
+    history, start = History(), 0
+    if resume is not None:
+        start, history = _resume(resume, net, optimizer, plateau, shuffler, cfg)
+    runner = model
+    if ws > 1 and not isinstance(model, nn.parallel.DistributedDataParallel):
+        device = next(net.parameters()).device
+        ids = [device] if device.type == "cuda" else None
+        runner = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    finite_rows = torch.isfinite(x.reshape(n, -1)).all(dim=1)
+    bad_rows = None if bool(finite_rows.all()) else ~finite_rows
+    loop = EpochRunner(runner, net, loss_fn, x, y, cfg, optimizer, shuffler, bad_rows, bsz)
+    show = cfg.progress and distributed.is_main()
+    bar = tqdm(range(start, cfg.epochs), desc="fit", disable=not show, file=sys.stderr,
+               initial=start, total=cfg.epochs)  # fmt: skip
+    saved = start if resume is not None else None  # epochs held by the last checkpoint
+    try:
+        for epoch in bar:
+            clock = time.perf_counter()
+            runner.train()
+            tot = reduce_ranks(loop.run(epoch))
+            if tot["count"] == 0:
+                raise TrainingError(
+                    f"every batch of epoch {epoch} was non-finite and skipped; training cannot "
+                    "go on", epoch, None,
+                )  # fmt: skip
+            _record(history, tot, cfg, isinstance(net, ImplicitResNet), optimizer)
+            history.wall_time.append(time.perf_counter() - clock)
+            if val is not None:
+                history.val_loss.append(_val_loss(net, val, loss_fn, bsz))
+            if plateau is not None:
+                plateau.step(tot["objective"] / tot["count"])  # what the optimizer minimizes
+            elif cfg.lr_decay < 1:
+                for group in optimizer.param_groups:
+                    group["lr"] = max(group["lr"] * cfg.lr_decay, cfg.min_lr)
+            shown = {"loss": history.loss, "val": history.val_loss, "iters": history.iterations}
+            bar.set_postfix({k: f"{v[-1]:.3g}" for k, v in shown.items() if v}, refresh=False)
+            if ws > 1:
+                _sync_rng()
+            due = (epoch + 1) % checkpoint_every == 0 or epoch + 1 == cfg.epochs
+            if checkpoint is not None and due:
+                saved = _save(checkpoint, net, optimizer, plateau, shuffler, history, cfg)
+            stop = callback is not None and bool(callback(epoch, history))
+            if ws > 1:  # one rank's callback stops them all
+                stop = bool(distributed.all_reduce_max(float(stop)))
+            if stop:
+                if checkpoint is not None and saved != len(history):
+                    saved = _save(checkpoint, net, optimizer, plateau, shuffler, history, cfg)
+                break
+    except BaseException as err:
+        _annotate(err, history, loop, checkpoint, saved)
+        raise
+    finally:
+        bar.close()
     return history
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    loss_fn: LossFn | None = None,
-    metric: Metric | None = None,
-    batch_size: int | None = None,
-) -> float | tuple[float, float]:
-    """Loss and/or metric of ``model`` on ``(x, y)``, in eval mode and without gradients.
-
-    Batch values are combined weighted by batch size, which is exact for batch means (as
-    ``loss_fn`` and ``metric`` are assumed to be). Every submodule's train/eval mode is
-    restored afterwards, even on error.
-
-    Returns:
-        The loss, the metric, or ``(loss, metric)`` when both are given.
-
-    Raises:
-        ValueError: If neither ``loss_fn`` nor ``metric`` is given.
-    """
-    if loss_fn is None and metric is None:
-        raise ValueError("evaluate needs a loss_fn, a metric or both")
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+def _annotate(err: BaseException, history: History, loop: EpochRunner, path, saved) -> None:
+    """Attach the run so far to an exception leaving :func:`fit` (and say so in its notes)."""
     try:
-        n = x.shape[0]
-        bsz = n if batch_size is None else batch_size
-        loss = score = 0.0
-        for i in range(0, n, bsz):
-            out, yb = model(x[i : i + bsz]), y[i : i + bsz]
-            if loss_fn is not None:
-                loss += len(yb) * float(loss_fn(out, yb))
-            if metric is not None:
-                score += len(yb) * float(metric(out, yb))
-    finally:
-        for m, mode in modes:  # attribute, not .train(): train() would reset the children
-            m.training = mode
-    if loss_fn is None:
-        return score / n
-    return loss / n if metric is None else (loss / n, score / n)
+        err.history, err.checkpoint = history, saved  # type: ignore[attr-defined]
+        err.epoch, err.batch = loop.epoch, loop.batch  # type: ignore[attr-defined]
+    except AttributeError:  # an exception type that takes no attributes
+        return
+    note = f"irn.train.fit stopped in {where(loop.epoch, loop.batch)}; err.history holds "
+    note += f"the {len(history)} completed epochs"
+    if path is not None:
+        held = "none written yet" if saved is None else f"it holds {saved} epochs"
+        note += f"; last checkpoint {path}: {held}"
+    if hasattr(err, "add_note"):  # Python >= 3.11
+        err.add_note(note)
 
 
-def accuracy(logits: Tensor, labels: Tensor, k: int = 1) -> float:
-    """Fraction of samples whose label is among the ``k`` largest logits (top-k accuracy).
-
-    ``logits`` are ``(batch, classes)``. One logit per sample, ``(batch,)`` or ``(batch, 1)``,
-    is read as binary classification: class 1 where the logit is positive (``k`` must be 1).
-    """
-    labels = labels.reshape(-1)
-    if logits.dim() == 1 or logits.shape[1] == 1:
-        if k != 1:
-            raise ValueError(f"top-{k} accuracy needs (batch, classes) logits, got one logit")
-        return float(((logits.reshape(-1) > 0).long() == labels).double().mean())
-    if not 1 <= k <= logits.shape[1]:
-        raise ValueError(f"k must lie in [1, {logits.shape[1]}], got {k}")
-    hits = (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
-    return float(hits.double().mean())
-
-
-def save(
-    model: nn.Module, path: str | os.PathLike[str], *, overwrite: bool = False, **extra: Any
-) -> Path:
-    """Write ``model.state_dict()`` and JSON-able metadata ``extra`` to ``path``.
-
-    The file is written to a temporary file in the same folder and then moved into place, so an
-    interrupted save never leaves a truncated checkpoint or destroys the previous one.
-
-    Returns:
-        The path written.
-
-    Raises:
-        FileExistsError: If ``path`` exists and ``overwrite`` is False.
-        TypeError: If ``extra`` is not JSON-serializable (checked before anything is written).
-    """
-    path = Path(path)
-    exists = FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    if path.exists() and not overwrite:
-        raise exists
-    meta = json.dumps(extra)  # a string keeps the file loadable with weights_only=True
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": _FORMAT, "state_dict": model.state_dict(), "extra": meta}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:  # unlike os.replace, a hard link fails if path appeared meanwhile
-                os.link(tmp, path)
-            except FileExistsError:
-                raise exists from None
-            except OSError:  # no hard links on this file system: check, then replace
-                if path.exists():
-                    raise exists from None
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+def _record(history: History, tot: Counter, cfg: TrainConfig, implicit: bool, optimizer) -> None:
+    count = tot["count"]
+    history.loss.append(tot["loss"] / count)
+    if cfg.alpha_div:
+        history.divergence.append(tot["div"] / count)
+    if cfg.alpha_tv:
+        history.total_variation.append(tot["tv"] / count)
+    if implicit:
+        history.iterations.append(tot["forward"] / max(tot["steps"], 1))
+        adj = tot["adjoints"]
+        history.backward_iterations.append(tot["backward"] / adj if adj else None)
+        history.unconverged.append(tot["failed"] / tot["solves"] if tot["solves"] else 0.0)
+    history.skipped.append(int(tot["skipped"]))
+    history.lr.append(optimizer.param_groups[0]["lr"])
 
 
-def load(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save` (or a plain saved state dict) into ``model``.
+def _val_loss(net: nn.Module, val: tuple[Tensor, Tensor], loss_fn: LossFn, bsz: int) -> float:
+    """Validation loss; in a process group each rank evaluates a shard and the sums add up."""
+    xv, yv = val
+    if distributed.world_size() == 1:
+        return evaluate(net, xv, yv, loss_fn=loss_fn, batch_size=bsz)
+    lo, hi = distributed.shard(xv.shape[0])
+    part = 0.0
+    if hi > lo:
+        part = (hi - lo) * evaluate(net, xv[lo:hi], yv[lo:hi], loss_fn=loss_fn, batch_size=bsz)
+    return float(distributed.all_reduce_sum([part])[0]) / xv.shape[0]
 
-    Tensors are read onto the CPU (``weights_only``) and copied to the model's device.
 
-    Returns:
-        The ``extra`` metadata given to :func:`save` (``{}`` for a plain state dict).
+def _sync_rng() -> None:
+    """Give every rank rank 0's global RNG state: ranks whose modules drew different amounts
+    (e.g. dropout on unequal shards) stay in step, and the checkpoint's state holds for all."""
+    torch.set_rng_state(distributed.broadcast_(torch.get_rng_state()))
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(distributed.broadcast_(torch.cuda.get_rng_state()))
 
-    Raises:
-        FileNotFoundError: If ``path`` does not exist.
-        RuntimeError: If the checkpoint's keys or shapes do not match the model (strict).
-        ValueError: If the file holds no state dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file at {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict) and obj.get("format") == _FORMAT:
-        state, extra = obj["state_dict"], json.loads(obj["extra"])
-    elif isinstance(obj, dict) and all(isinstance(v, Tensor) for v in obj.values()):
-        state, extra = obj, {}
-    else:
-        raise ValueError(f"{path} holds no state dict (got {type(obj).__name__})")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:  # missing/unexpected keys or shapes: say which file
-        raise RuntimeError(f"checkpoint {path} does not fit the model: {err}") from err
-    return extra
+
+def _save(path, net, optimizer, plateau, shuffler, history: History, cfg: TrainConfig) -> int:
+    """Write the training checkpoint (rank 0) and return the number of epochs it holds."""
+    if distributed.is_main():
+        training = {
+            "epoch": len(history),
+            "history": history.as_dict(),
+            "config": dataclasses.asdict(cfg),
+            "world_size": distributed.world_size(),
+            "rng": capture_rng(shuffler),
+        }
+        save_training(path, net, optimizer, plateau, training)
+    distributed.barrier()  # the file is complete before any rank goes on (and may read it)
+    return len(history)
+
+
+def _resume(path, net, optimizer, plateau, shuffler, cfg: TrainConfig) -> tuple[int, History]:
+    ckpt = read_checkpoint(path)
+    training = ckpt["training"]
+    if training is None:
+        raise CheckpointError(
+            f"checkpoint {path} holds no training state (written by save(), not by "
+            "fit(checkpoint=...)); use load() for weights only"
+        )
+    load_into(net, ckpt, path, optimizer=optimizer, scheduler=plateau)
+    restore_rng(training["rng"], shuffler)
+    ignored = {"epochs", "progress"}
+    changed = sorted(
+        k for k, v in training["config"].items() if k not in ignored and getattr(cfg, k, v) != v
+    )
+    if changed:
+        warnings.warn(
+            f"resuming {path} with a different TrainConfig ({', '.join(changed)}); the run will "
+            "differ from an uninterrupted one",
+            UserWarning,
+            stacklevel=3,
+        )
+    return int(training["epoch"]), History.from_dict(training["history"])

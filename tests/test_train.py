@@ -1,9 +1,11 @@
-"""irn.train: the loop (loss, regularizers, solver stats, seeds), evaluation, checkpoints."""
+"""irn.train: the loop (loss, regularizers, solver stats, seeds), faults, evaluation,
+checkpoints and bit-identical resumption."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -11,8 +13,9 @@ from torch import nn
 from torch.nn import functional as F
 
 import irn
+from irn.checkpoint import CheckpointError, read_checkpoint
 from irn.regularizers import total_variation
-from irn.train import History, TrainConfig, accuracy, evaluate, fit, load, save
+from irn.train import History, TrainConfig, TrainingError, accuracy, evaluate, fit, load, save
 
 DT = torch.float64
 
@@ -167,6 +170,8 @@ def test_config_validation():
         TrainConfig(lr_decay=1.5)
     with pytest.raises(ValueError, match="samples"):
         TrainConfig(samples=0)
+    with pytest.raises(ValueError, match="on_nonfinite"):
+        TrainConfig(on_nonfinite="ignore")
 
 
 # ------------------------------------------------------------------------ evaluate / accuracy
@@ -257,3 +262,288 @@ def test_load_errors_name_the_file(tmp_path):
     wide = irn.ImplicitResNet(Field(width=9), codim=1, output_map=nn.Linear(2, 1, dtype=DT))
     with pytest.raises(RuntimeError, match=r"(?s)narrow\.pt.*size mismatch"):
         load(wide, save(make_net(), tmp_path / "narrow.pt"))
+
+
+def test_save_keeps_optimizer_and_scheduler(tmp_path, sine):
+    net = make_net(0.0)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    fit(net, F.mse_loss, sine, quiet(epochs=2), optimizer=opt)
+    sched.step()
+    path = save(net, tmp_path / "full.pt", optimizer=opt, scheduler=sched, note="x")
+    fresh = make_net(0.0, seed=1)
+    opt2 = torch.optim.Adam(fresh.parameters(), lr=0.1)
+    sched2 = torch.optim.lr_scheduler.StepLR(opt2, step_size=1, gamma=0.5)
+    assert load(fresh, path, optimizer=opt2, scheduler=sched2) == {"note": "x"}
+    assert sched2.state_dict() == sched.state_dict() and opt2.param_groups[0]["lr"] == 0.05
+    moments = [(s["exp_avg"], s["exp_avg_sq"]) for s in opt.state_dict()["state"].values()]
+    loaded = [(s["exp_avg"], s["exp_avg_sq"]) for s in opt2.state_dict()["state"].values()]
+    assert len(moments) == len(loaded) > 0
+    assert all(
+        torch.equal(a, b) and torch.equal(c, d)
+        for (a, c), (b, d) in zip(moments, loaded, strict=True)
+    )
+    # Asking for a state the file does not hold names the file and what is missing.
+    bare = save(net, tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match=r"bare\.pt holds no optimizer state"):
+        load(fresh, bare, optimizer=opt2)
+
+
+def _damage(path, how: str) -> None:
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "text":
+        path.write_text("not a checkpoint\n")
+    elif how == "list":
+        torch.save([1, 2, 3], path)
+    elif how == "format":
+        torch.save({"format": "irn.checkpoint/99", "state_dict": {}, "extra": "{}"}, path)
+    elif how == "object":
+        torch.save({"weights": ModeProbe}, path)  # a class: refused by weights_only loading
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("truncated", "is truncated or damaged"),
+        ("empty", r"empty \(0 bytes\)"),
+        ("text", "is not a torch checkpoint"),
+        ("list", "holds a list, not a dict"),
+        ("format", "has format 'irn.checkpoint/99'"),
+        ("object", "holds Python objects"),
+    ],
+)
+def test_damaged_checkpoint_names_file_and_defect(tmp_path, sine, how, reason):
+    net = make_net(0.0)
+    path = tmp_path / "run.pt"
+    fit(net, F.mse_loss, sine, quiet(epochs=1), checkpoint=path)
+    _damage(path, how)
+    pattern = rf"run\.pt.*{reason}"
+    with pytest.raises(CheckpointError, match=pattern):
+        load(make_net(0.0), path)
+    with pytest.raises(CheckpointError, match=pattern):
+        fit(make_net(0.0), F.mse_loss, sine, quiet(epochs=2), resume=path)
+
+
+def test_resume_needs_training_state(tmp_path, sine):
+    path = save(make_net(0.0), tmp_path / "weights.pt")
+    with pytest.raises(CheckpointError, match=r"weights\.pt holds no training state"):
+        fit(make_net(0.0), F.mse_loss, sine, quiet(epochs=1), resume=path)
+
+
+def test_checkpoint_every_and_contents(tmp_path, sine):
+    path = tmp_path / "run.pt"
+    held = []
+
+    def callback(epoch, history):  # runs after the epoch's checkpoint, if one is due
+        held.append(read_checkpoint(path)["training"]["epoch"] if path.exists() else None)
+
+    history = fit(make_net(0.0), F.mse_loss, sine, quiet(epochs=5, batch_size=7),
+                  checkpoint=path, checkpoint_every=2, callback=callback)  # fmt: skip
+    assert held == [None, 2, 2, 4, 5]  # every 2 epochs, and after the last one
+    training = read_checkpoint(path)["training"]
+    assert History.from_dict(training["history"]).loss == history.loss
+    assert set(training["rng"]) >= {"torch", "shuffler", "python", "numpy"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]  # no temp files
+    # A resumed run with another configuration is allowed, but not silently.
+    with pytest.warns(UserWarning, match=r"different TrainConfig \(lr\)"):
+        again = fit(make_net(0.0), F.mse_loss, sine, quiet(epochs=5, batch_size=7, lr=0.5),
+                    resume=path)  # fmt: skip
+    assert comparable(again) == comparable(history)  # nothing left to train
+
+
+# -------------------------------------------------------------------------------- resumption
+def _params(net: nn.Module) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in net.state_dict().values()]
+
+
+def _identical(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
+
+
+def test_resume_after_callback_stop_is_bit_identical(tmp_path, sine):
+    # A plateau schedule that decays after the interruption only if it remembers the best loss
+    # from before it (epoch 3's loss is above epoch 2's): the scheduler state must be restored.
+    config = quiet(epochs=5, batch_size=7, lr=0.2, lr_decay=0.5, lr_patience=0)
+    ref_net = make_net(random_theta=(0.5, 1.0))
+    ref = fit(ref_net, F.mse_loss, sine, config)
+    assert ref.lr[:4] == [0.2] * 4 and ref.lr[4] == 0.1
+    path = tmp_path / "run.pt"
+    first = fit(make_net(random_theta=(0.5, 1.0)), F.mse_loss, sine, config, checkpoint=path,
+                callback=lambda epoch, history: epoch == 2)  # fmt: skip
+    assert len(first) == 3
+    net = make_net(seed=7, random_theta=(0.5, 1.0))  # other weights, other RNG state
+    torch.manual_seed(123)
+    resumed = fit(net, F.mse_loss, sine, config, checkpoint=path, resume=path)
+    assert comparable(resumed) == comparable(ref)
+    assert _identical(_params(net), _params(ref_net))
+
+
+class PowerCut(Exception):
+    """Stands for any crash in the middle of an epoch."""
+
+
+def test_resume_after_crash_mid_epoch_is_bit_identical(tmp_path, sine):
+    # Mini-batches (shuffling), Hutchinson probes, random θ, Adam moments, an lr decay: all of
+    # it must continue exactly; the crash loses epoch 3's first batch, redone after resuming.
+    config = quiet(epochs=5, batch_size=7, alpha_div=0.1, samples=2, lr=0.05, lr_decay=0.8)
+
+    def run(net, loss_fn, **kwargs):
+        adam = torch.optim.Adam(net.parameters(), lr=0.05)
+        return fit(net, loss_fn, sine, config, optimizer=adam, **kwargs), adam
+
+    ref_net = make_net(random_theta=(0.5, 1.0))
+    ref, ref_adam = run(ref_net, F.mse_loss)
+    calls = []
+
+    def crashing(out, target):
+        calls.append(1)
+        if len(calls) == 3 * 3 + 2:  # epoch 3 (3 batches per epoch), batch 1
+            raise PowerCut("lights out")
+        return F.mse_loss(out, target)
+
+    path = tmp_path / "run.pt"
+    with pytest.raises(PowerCut) as info:
+        run(make_net(random_theta=(0.5, 1.0)), crashing, checkpoint=path)
+    err = info.value
+    assert (err.epoch, err.batch, err.checkpoint, len(err.history)) == (3, 1, 3, 3)
+    assert err.history.loss == ref.loss[:3]
+    if sys.version_info >= (3, 11):
+        assert "run.pt: it holds 3 epochs" in "".join(err.__notes__)
+    net = make_net(seed=7, random_theta=(0.5, 1.0))
+    resumed, adam = run(net, F.mse_loss, checkpoint=path, resume=path)
+    assert comparable(resumed) == comparable(ref)
+    assert _identical(_params(net), _params(ref_net))
+    state, ref_state = adam.state_dict()["state"], ref_adam.state_dict()["state"]
+    for key in ("exp_avg", "exp_avg_sq", "step"):
+        assert _identical([s[key] for s in state.values()], [s[key] for s in ref_state.values()])
+
+
+# ------------------------------------------------------------------------------------ faults
+def _finite(net: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in net.parameters())
+
+
+def test_nonfinite_target_raises_with_history_and_clean_parameters(sine):
+    x, y = sine[0], sine[1].clone()
+    net = make_net(1.0)
+    snapshot = {}
+
+    def poison(epoch, history):  # after epoch 1 a target turns into nan
+        if epoch == 1:
+            snapshot["params"] = _params(net)
+            y[4] = float("nan")
+
+    with pytest.raises(TrainingError, match=r"non-finite loss.*epoch 2, batch 0") as info:
+        fit(net, F.mse_loss, (x, y), quiet(epochs=5), callback=poison)
+    err = info.value
+    assert (err.epoch, err.batch, len(err.history)) == (2, 0, 2)
+    assert _identical(_params(net), snapshot["params"])  # nothing was stepped
+    # Skipping instead: the mini-batch holding the nan is dropped every epoch.
+    history = fit(net, F.mse_loss, (x, y), quiet(epochs=3, batch_size=5, on_nonfinite="skip"))
+    assert history.skipped == [1, 1, 1] and _finite(net)
+    assert all(math.isfinite(v) for v in history.loss)
+    # Full batch, every batch non-finite: nothing can train, whatever the policy.
+    with pytest.raises(TrainingError, match="every batch of epoch 0"):
+        fit(net, F.mse_loss, (x, y), quiet(epochs=2, on_nonfinite="skip"))
+
+
+def test_nonfinite_inputs_and_gradients(sine):
+    x, y = sine[0].clone(), sine[1]
+    x[3] = float("inf")
+    net = make_net(1.0)
+    with pytest.raises(TrainingError, match=r"non-finite inputs in epoch 0, batch \d"):
+        fit(net, F.mse_loss, (x, y), quiet(epochs=2, batch_size=5))
+    history = fit(net, F.mse_loss, (x, y), quiet(epochs=2, batch_size=5, on_nonfinite="skip"))
+    assert history.skipped == [1, 1] and _finite(net)
+
+    net = make_net(1.0)
+    before = _params(net)
+    weight = net.output_map.weight
+
+    def kinked(out, target):  # adds 0·√0 = 0, but its gradient is 0·∞ = nan
+        return F.mse_loss(out, target) + 0.0 * (weight - weight.detach()).abs().sqrt().sum()
+
+    with pytest.raises(TrainingError, match=r"non-finite gradients in epoch 0, batch 0"):
+        fit(net, kinked, sine, quiet(epochs=2))
+    assert _identical(_params(net), before)
+    assert all(p.grad is None for p in net.parameters())  # no nan left behind for a later step
+
+
+def test_any_error_carries_history(tmp_path, sine):
+    def bad_callback(epoch, history):
+        if epoch == 1:
+            raise KeyError("broken logger")
+
+    with pytest.raises(KeyError) as info:
+        fit(make_net(0.0), F.mse_loss, sine, quiet(epochs=4), callback=bad_callback,
+            checkpoint=tmp_path / "run.pt")  # fmt: skip
+    err = info.value
+    assert (len(err.history), err.epoch, err.batch, err.checkpoint) == (2, 1, None, 2)
+
+
+class Pushed(nn.Module):
+    """F(t, (u, r)) = (λ r u + b, 0): per sample the test equation u' = λr·u (+ b), r fixed.
+
+    Backward Euler (θ = h = 1) solves ``(1 − λr) u = u₀ + b``; Picard iteration converges iff
+    ``|λr| < 1``. With r ∈ {¼, 1} and λ = ½ every sample converges; pushing λ to 2 puts the
+    r = 1 samples past θhλr = 1 (1 − θhλr = −1): their Picard iteration diverges.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lam = 0.5
+        self.b = nn.Parameter(torch.zeros(1, dtype=DT))
+
+    def forward(self, t, y):
+        u, r = y[:, :1], y[:, 1:]
+        return torch.cat([self.lam * r * u + self.b, torch.zeros_like(r)], dim=1)
+
+
+def pushed_problem(on_failure: str):
+    torch.manual_seed(0)
+    u0 = torch.randn(16, 1, dtype=DT)
+    rate = torch.full((16, 1), 0.25, dtype=DT)
+    rate[::4] = 1.0  # 4 of 16 samples
+    net = irn.ImplicitResNet(
+        Pushed(), steps=1, theta=1.0, solver="fixed-point", solver_options={"damping": 1.0},
+        tol=1e-4, max_iter=15, on_failure=on_failure, output_map=nn.Linear(2, 1, dtype=DT),
+    )  # fmt: skip
+
+    def push(epoch, history):
+        if epoch == 1:
+            net.layers[0].field.lam = 2.0
+
+    return net, (torch.cat([u0, rate], dim=1), torch.sin(u0)), push
+
+
+def test_solver_failures_warn_are_recorded_per_epoch(tmp_path):
+    net, data, push = pushed_problem("warn")
+    path = tmp_path / "run.pt"
+    with pytest.warns(irn.ConvergenceWarning, match="did not converge"):
+        history = fit(net, F.mse_loss, data, quiet(epochs=4, batch_size=4), callback=push,
+                      checkpoint=path)  # fmt: skip
+    # Per sample and epoch: 4 of 16 forward solves fail, all 16 adjoint (GMRES) solves converge.
+    assert history.unconverged == [0.0, 0.0, 4 / 32, 4 / 32]
+    assert all(b is not None and b > 0 for b in history.backward_iterations)
+    assert history.skipped == [0] * 4 and _finite(net)
+    saved = read_checkpoint(path)["training"]
+    assert saved["epoch"] == 4 and saved["history"]["unconverged"] == history.unconverged
+
+
+def test_solver_failure_raise_keeps_history_and_checkpoint(tmp_path):
+    net, data, push = pushed_problem("raise")
+    path = tmp_path / "run.pt"
+    with pytest.raises(irn.ConvergenceError) as info:
+        fit(net, F.mse_loss, data, quiet(epochs=4, batch_size=4), callback=push, checkpoint=path)
+    err = info.value
+    assert len(err.history) == 2 and err.epoch == 2 and err.checkpoint == 2
+    assert err.history.unconverged == [0.0, 0.0]
+    saved = read_checkpoint(path)
+    assert saved["training"]["epoch"] == 2
+    assert saved["training"]["history"]["loss"] == err.history.loss
+    fresh, _, _ = pushed_problem("raise")
+    load(fresh, path)  # intact and loadable
+    assert _finite(fresh)
