@@ -1,0 +1,284 @@
+"""Command line: ``python -m irn experiments <name> [--full] [--seeds N] [--out FILE] ...``.
+
+Every field of an experiment's ``Config`` dataclass becomes an option (``--noise-stds 0 0.5``,
+``--clamp/--no-clamp``); the values start from the reduced defaults, ``--full`` applies the
+experiment's ``FULL`` overrides, and explicit options win over both. Bad arguments print one
+line on stderr and exit with status 2. Under ``torchrun`` (``WORLD_SIZE`` > 1) the process
+joins the process group first and only rank 0 shows progress, prints and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import io
+import json
+import os
+import sys
+import textwrap
+import tokenize
+import types
+import typing
+from typing import Any
+
+from . import experiments
+
+PROG = "python -m irn"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _Usage(Exception):
+    """A bad command line found outside argparse: one line, exit status 2."""
+
+
+# ------------------------------------------------------------------- options from a Config
+def _field_comments(cls: type) -> dict[str, str]:
+    """Trailing ``# comments`` of a dataclass's fields (with comment-only lines right below
+    a field as continuations), or the field's line in the class docstring."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    comments: dict[int, str] = {}
+    code_lines: set[int] = set()
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+        elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+            code_lines.add(tok.start[0])
+    docs: dict[str, str] = {}
+    for line in (inspect.getdoc(cls) or "").splitlines():
+        name, sep, text = line.strip().partition(":")
+        if sep and name.isidentifier() and text.strip():
+            docs.setdefault(name, text.strip())
+    out: dict[str, str] = {}
+    for node in ast.parse(source).body[0].body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            row, parts = node.end_lineno, []
+            if row in comments:
+                parts.append(comments[row])
+            row += 1
+            while row in comments and row not in code_lines:  # continuation comment lines
+                parts.append(comments[row])
+                row += 1
+            text = " ".join(parts) or docs.get(node.target.id, "")
+            out[node.target.id] = text.replace("%", "%%")  # argparse formats help with %
+    return out
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``(X, True)`` for ``X | None`` / ``Optional[X]``, else ``(tp, False)``."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _converter(tp: Any, optional: bool):
+    """An argparse ``type=`` for a scalar field type (``none`` allowed if optional)."""
+    scalar = tp if tp in (int, float, str) else str
+
+    def convert(text: str):
+        if optional and text.lower() == "none":
+            return None
+        try:
+            return scalar(text)
+        except ValueError:
+            what = _NAMES.get(scalar, "a value")
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+
+    convert.__name__ = scalar.__name__  # shown by argparse in "invalid int value" messages
+    return convert
+
+
+_NAMES = {int: "an integer", float: "a number", str: "a string"}
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return " ".join(_show(v) for v in value) or "(empty)"
+    if isinstance(value, str):
+        return repr(value) if value == "" else value
+    return str(value)
+
+
+def _add_config_options(parser: argparse.ArgumentParser, module: types.ModuleType) -> list[str]:
+    """One option per Config field; returns the field names (the options' ``dest``)."""
+    cls = module.Config
+    hints = typing.get_type_hints(cls)
+    helps = _field_comments(cls)
+    full = dict(getattr(module, "FULL", {}))
+    group = parser.add_argument_group("configuration (defaults: the reduced run)")
+    names = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        tp, optional = _unwrap_optional(hints.get(f.name, str))
+        flag = f"--{f.name.replace('_', '-')}"
+        text = helps.get(f.name, "")
+        extra = f"default: {_show(default)}"
+        if f.name in full:
+            extra += f"; --full: {_show(full[f.name])}"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        origin = typing.get_origin(tp)
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif origin is tuple:
+            item = typing.get_args(tp)[0] if typing.get_args(tp) else str
+            kwargs.update(nargs="+", type=_converter(item, False), metavar=item.__name__.upper())
+        else:
+            kwargs.update(
+                type=_converter(tp, optional), metavar=getattr(tp, "__name__", "X").upper()
+            )
+        group.add_argument(flag, **kwargs, help=f"{text} ({extra})" if text else f"({extra})")
+        if "_" in f.name and tp is not bool:  # --field_name works too, without a help line
+            group.add_argument(f"--{f.name}", **kwargs, help=argparse.SUPPRESS)
+        names.append(f.name)
+    return names
+
+
+# ---------------------------------------------------------------------------------- parsers
+def _listing() -> str:
+    lines = [
+        f"usage: {PROG} experiments NAME [--full] [--seeds N] [--out FILE] [--FIELD VALUE ...]",
+        "",
+        "Run one of the book's experiments and print (or write) its results as JSON.",
+        "",
+        "experiments:",
+    ]
+    width = max(len(n) for n in experiments.names())
+    for name in experiments.names():
+        text = experiments.describe(name) or "(not available: module not installed)"
+        lines.append(f"  {name:<{width}}  {text}")
+    lines += ["", f"'{PROG} experiments NAME --help' lists the options of one experiment."]
+    return "\n".join(lines)
+
+
+def _experiment_parser(name: str, module: types.ModuleType) -> tuple[_Parser, list[str]]:
+    doc = (module.__doc__ or "").strip().split("\n\n")[0]
+    parser = _Parser(
+        prog=f"{PROG} experiments {name}",
+        description=f"{getattr(module, 'DESCRIPTION', '')}\n\n{doc}".strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run = parser.add_argument_group("running")
+    run.add_argument("--full", action="store_true", help="paper-scale run (the FULL overrides)")
+    run.add_argument(
+        "--out", metavar="FILE", help="write the results as JSON to FILE ('-': stdout)"
+    )
+    run.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars on stderr (default: when stderr is a terminal)",
+    )
+    run.add_argument("--threads", type=int, metavar="N", help="torch.set_num_threads(N) first")
+    return parser, _add_config_options(parser, module)
+
+
+# -------------------------------------------------------------------------------- commands
+def _summary(module: types.ModuleType, results: dict) -> str:
+    if hasattr(module, "summary"):
+        return module.summary(results)
+    lines = [f"{results['experiment']}: wall time {results['meta']['wall_time']:.1f} s"]
+    for key, value in results["results"].items():
+        text = json.dumps(value)
+        lines.append(f"  {key}: {text if len(text) <= 70 else text[:67] + '...'}")
+    return "\n".join(lines)
+
+
+def _distributed_main() -> bool:
+    """Join torchrun's process group if there is one; True on the rank that reports."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return True
+    try:
+        from . import distributed
+    except ImportError as err:  # the module belongs to the training code; say what is missing
+        raise _Usage(f"WORLD_SIZE > 1 but irn.distributed cannot be imported ({err})") from None
+    distributed.init_from_env()
+    return distributed.is_main()
+
+
+def _experiments(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        if not argv:
+            raise _Usage(f"missing experiment NAME; choose one of {experiments.names()}")
+        print(_listing())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in experiments.REGISTRY:
+        raise _Usage(f"unknown experiment {name!r}; choose one of {experiments.names()}")
+    try:
+        module = experiments.load(name)
+    except ModuleNotFoundError as err:
+        if err.name != experiments.REGISTRY[name]:
+            raise  # a missing dependency inside the module: a real error, with its traceback
+        raise _Usage(f"experiment {name!r} is not available ({err.name} is missing)") from None
+    parser, fields = _experiment_parser(name, module)
+    args = parser.parse_args(rest)
+    overrides = {k: getattr(args, k) for k in fields if hasattr(args, k)}
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    try:
+        config = experiments.make_config(name, full=args.full, **overrides)
+    except (ValueError, TypeError) as err:
+        parser.error(str(err).splitlines()[0])
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    main_rank = _distributed_main()
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    results = module.run(config, progress=bool(progress and main_rank))
+    if not main_rank:
+        return 0
+    if args.out == "-":
+        json.dump(results, sys.stdout, indent=1)
+        print()
+        return 0
+    if args.out:
+        path = experiments.save_results(results, args.out)
+        print(f"wrote {path}", file=sys.stderr)
+    print(_summary(module, results))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for a bad command line)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    top = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    top.add_argument("command", choices=["experiments"], help="what to do")
+    try:
+        if not argv or argv[0] in ("-h", "--help"):
+            if not argv:
+                raise _Usage("missing command; choose from ['experiments']")
+            top.print_help()
+            print(f"\n{_listing()}")
+            return 0
+        if argv[0] != "experiments":
+            raise _Usage(f"unknown command {argv[0]!r}; choose from ['experiments']")
+        return _experiments(argv[1:])
+    except _Usage as err:
+        print(f"{PROG}: error: {err} (see --help)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The paper's experiments, each one module with a config dataclass and a ``run`` function.
+
+An experiment ``irn/experiments/<name>.py`` defines ``Config`` (a dataclass whose defaults are
+the reduced run the book executes live, with ``seeds`` among its fields), ``FULL`` (the field
+overrides of the paper-scale run), ``DESCRIPTION`` (one line) and
+``run(config, *, progress=False) -> dict`` returning JSON-serializable
+``{"experiment", "config", "meta", "results"}``. The registry below maps names to modules and
+imports a module only when it is used, so listing the experiments imports none of them.
+``python -m irn experiments`` is the command line for the same registry.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import importlib.util
+import json
+import math
+import os
+import platform
+import tempfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+__all__ = [
+    "REGISTRY",
+    "describe",
+    "load",
+    "load_results",
+    "make_config",
+    "meta",
+    "names",
+    "run",
+    "save_results",
+]
+
+# name -> module path (paper-notes sections in each module's docstring).
+REGISTRY: dict[str, str] = {
+    "regularization": "irn.experiments.regularization",  # §4.1, chapter 6
+    "lotka_volterra": "irn.experiments.lotka_volterra",  # §4.2, chapter 7
+    "stiff": "irn.experiments.stiff",  # §4.3, chapter 7
+    "robustness": "irn.experiments.robustness",  # §4.4, chapter 8
+}
+_KEYS = ("experiment", "config", "meta", "results")
+
+
+def names() -> list[str]:
+    """The registered experiment names, in registry order."""
+    return list(REGISTRY)
+
+
+def _module_path(name: str) -> str:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {names()}") from None
+
+
+def describe(name: str) -> str | None:
+    """The experiment's one-line ``DESCRIPTION``, read from its source without importing it
+    (``None`` if the module is not installed or defines no literal ``DESCRIPTION``)."""
+    spec = importlib.util.find_spec(_module_path(name))
+    if spec is None or spec.origin is None or not os.path.isfile(spec.origin):
+        return None
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    for node in tree.body:
+        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
+        if isinstance(target, ast.Name) and target.id == "DESCRIPTION" and node.value is not None:
+            try:
+                return str(ast.literal_eval(node.value))
+            except ValueError:  # not a literal: only an import would tell
+                return None
+    return None
+
+
+def load(name: str) -> ModuleType:
+    """Import and return the module of experiment ``name``.
+
+    Raises:
+        ValueError: If ``name`` is not registered.
+        ModuleNotFoundError: If the module is registered but not (yet) written.
+    """
+    return importlib.import_module(_module_path(name))
+
+
+def make_config(name: str, *, full: bool = False, **overrides: Any):
+    """``Config`` of experiment ``name``: the defaults, then ``FULL`` if ``full``, then
+    ``overrides``. The Config validates the values (ValueError)."""
+    module = load(name)
+    fields = {f.name for f in dataclasses.fields(module.Config)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"{name}: unknown config field(s) {unknown}; known: {sorted(fields)}")
+    values = {**(dict(module.FULL) if full else {}), **overrides}
+    return module.Config(**values)
+
+
+def run(name: str, config=None, *, full: bool = False, progress: bool = False, **overrides):
+    """Run experiment ``name`` and return its results dict.
+
+    ``config`` (a ``Config`` of that experiment) or else the defaults (``FULL`` on top if
+    ``full``) is updated with ``overrides`` (field values) before the run.
+    """
+    module = load(name)
+    if config is None:
+        config = make_config(name, full=full, **overrides)
+    elif overrides:
+        config = dataclasses.replace(config, **overrides)
+    return module.run(config, progress=progress)
+
+
+def meta(wall_time: float) -> dict[str, Any]:
+    """What an experiment records about the machine that ran it (for its ``"meta"`` key)."""
+    import torch  # deferred: keeps listing experiments cheap
+
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "wall_time": round(float(wall_time), 3),
+        "processor": platform.processor() or platform.machine(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
+def _to_json(obj: Any, indent: int = 0) -> str:
+    """JSON with one line per list of scalars: readable and diff-friendly for result tables."""
+    pad, inner = " " * indent, " " * (indent + 1)
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k))}: {_to_json(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, (list, tuple)):
+        flat = json.dumps(list(obj), allow_nan=True)
+        if len(flat) <= 100 or not any(isinstance(v, (dict, list, tuple)) for v in obj):
+            return flat
+        return "[\n" + ",\n".join(inner + _to_json(v, indent + 1) for v in obj) + "\n" + pad + "]"
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return json.dumps(obj)  # NaN/Infinity: what Python's json reads back
+    return json.dumps(obj)
+
+
+def save_results(results: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``results`` as JSON to ``path`` atomically (temporary file, then rename), so an
+    interrupted write never leaves a truncated file; creates the parent folder.
+
+    Raises:
+        ValueError: If a required key (experiment, config, meta, results) is missing.
+        TypeError: If the dict is not JSON-serializable (checked before anything is written).
+    """
+    missing = [k for k in _KEYS if k not in results]
+    if missing:
+        raise ValueError(f"results lack the key(s) {missing}")
+    text = _to_json(results) + "\n"
+    json.loads(text)  # the writer above must produce valid JSON (Python's dialect)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a results file written by :func:`save_results`.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If the file is not JSON or lacks a required key.
+    """
+    with open(path, encoding="utf-8") as f:
+        try:
+            results = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not a JSON file ({err})") from err
+    if not isinstance(results, dict) or any(k not in results for k in _KEYS):
+        raise ValueError(f"{path}: not an experiment results file (needs keys {list(_KEYS)})")
+    return results

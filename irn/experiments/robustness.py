@@ -1,0 +1,445 @@
+"""Robustness of implicit residual networks to Gaussian input noise (paper-notes §4.4, §7.7).
+
+A classifier ``x ↦ output_map(y_T)``, ``y_T`` after T θ-steps ``y_{k+1} = y_k + h[(1−θ)F(y_k)
++ θF(y_{k+1})]`` of a spectrally normalized field F^{α,β} (eigenvalues of ∂F/∂y in the disc
+with centre (α+β)/2 and radius (β−α)/2), is trained on clean images for every
+θ ∈ {0, ¼, ½, ¾, 1} with the same budget and hyperparameters, then evaluated on
+``x + ε``, ε ~ N(0, std²). With ∂F/∂y frozen, a step maps a perturbation by the eigenvalues
+R(hλ) = (1 + (1−θ)hλ)/(1 − θhλ): for the same band [α, β] an explicit step (θ = 0) may
+amplify by |1 + hλ| > 1 where an implicit one damps, which is the paper's explanation of its
+finding that accuracy under noise rises with θ (top-1 at std 0.3: 78.5 % for θ = 0 to 94.2 %
+for θ = 1 on 1000 MNIST training images, the table in :data:`PAPER_TOP1`).
+
+Differences from the paper's setup: scikit-learn's 8×8 digits (not MNIST; MNIST only from
+local IDX files via ``mnist``), a small MLP (or conv) field on a linear (conv) embedding
+instead of three conv IRN blocks, a few epochs instead of 200, several seeds instead of one,
+and evaluation on held-out images as well as on the training images (the paper's choice).
+Per layer the run also records max |R(hλ)| over a few samples
+(:func:`irn.stability.trajectory_spectrum`) and the time per epoch and per evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from .. import data as irn_data
+from ..fields import MLP, ConvField, SpectralNormalized
+from ..models import ImplicitResNet
+from ..stability import eigenvalue_limits, trajectory_spectrum
+from ..train import TrainConfig, fit
+from . import meta
+
+__all__ = ["Config", "DESCRIPTION", "FULL", "PAPER_STDS", "PAPER_TOP1", "run", "summarize"]
+
+DESCRIPTION = "accuracy under Gaussian input noise vs theta (digits, or MNIST IDX files; §4.4)"
+
+# The paper's table (26 Nov 2020 run, 1000 MNIST training images, one seed, evaluated on the
+# training images; paper-notes §4.4): top-1 accuracy in % for θ = 0, ¼, ½, ¾, 1 (columns).
+PAPER_STDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+PAPER_THETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+PAPER_TOP1 = (
+    (100.0, 100.0, 100.0, 100.0, 100.0),
+    (98.1, 100.0, 99.9, 99.9, 100.0),
+    (90.9, 96.7, 97.1, 97.9, 98.1),
+    (78.5, 87.3, 90.3, 91.9, 94.2),
+    (63.1, 75.1, 77.0, 78.9, 85.1),
+    (50.3, 63.2, 63.6, 65.4, 73.4),
+    (33.4, 45.8, 43.5, 47.6, 55.2),
+    (19.7, 28.7, 27.5, 31.0, 32.4),
+)
+
+FIELDS = ("mlp", "conv")
+_EVAL_BATCH = 1000  # images per forward pass in evaluation (fewer, larger solves)
+LIMITS = ("eigenvalues", "stability")
+
+
+@dataclass
+class Config:
+    """Reduced configuration (the book's live run); :data:`FULL` gives the serious one."""
+
+    seeds: int = 3  # independent runs per θ (seeds 0 .. seeds-1: weights, batches, noise)
+    thetas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # θ of every step, each in [0, 1]
+    noise_stds: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # std of the input noise
+    noise_draws: int = 1  # noise draws per image and std (accuracies are averaged)
+    clamp: bool = False  # clip noisy pixels to [0, 1] (2021 runs) or not (the paper's table)
+    mnist: str = ""  # folder with MNIST IDX files (train-/t10k-images/labels); "": digits
+    n_train: int = 200  # training images (the paper: the first 1000 of MNIST)
+    n_test: int = 0  # held-out images; 0: all (digits: 359, a seeded 20 % split)
+    data_seed: int = 0  # seed of the digits train/test split (the same for every run)
+    field: str = "mlp"  # "mlp" (flattened image -> linear embedding) or "conv" (ConvField)
+    dim: int = 16  # state features (mlp) or channels (conv) before augmentation
+    codim: int = 0  # zero features/channels appended to the state (the paper's codim)
+    width: int = 32  # hidden width (mlp) or hidden channels (conv) of the field
+    depth: int = 1  # hidden layers (mlp) or conv pairs (conv) of the field
+    activation: str = "relu"  # activation of the field (1-Lipschitz keeps the disc bound)
+    steps: int = 2  # θ-steps T (one shared field)
+    interval: float = 2.0  # time interval; step size h = interval / steps
+    limits: str = "eigenvalues"  # band of ∂F/∂y: "eigenvalues" [alpha, beta] for every θ, or
+    # "stability": per θ the band where R(hλ) runs over [r_min, r_max] (paper-notes §3.3)
+    alpha: float = -2.5  # left end of the eigenvalue band (the paper's table: -2.5)
+    beta: float = 1.0  # right end (the paper's 1.0 is the pole 1/(θh) of R for θ = 1, h = 1)
+    r_min: float = 0.3  # least R(hλ) on the real axis for limits="stability"
+    r_max: float = 1.5  # largest R(hλ) on the real axis for limits="stability"
+    tol: float = 1e-4  # relative residual of the forward and adjoint solves
+    epochs: int = 20  # training epochs (Adam)
+    batch_size: int = 200  # mini-batch size (200 = n_train: full batch)
+    lr: float = 3e-2  # Adam learning rate (the paper: 1e-2)
+    alpha_div: float = 0.0  # weight of the divergence regularizer (the paper's runs: 0.1)
+    spectrum_samples: int = 8  # training images whose layer spectra give max |R(hλ)|
+
+    def __post_init__(self) -> None:
+        self.thetas = tuple(float(t) for t in self.thetas)
+        self.noise_stds = tuple(float(s) for s in self.noise_stds)
+        checks = [
+            ("seeds", self.seeds >= 1, ">= 1"),
+            ("thetas", len(self.thetas) >= 1 and all(0 <= t <= 1 for t in self.thetas),
+             "non-empty, each in [0, 1]"),
+            ("noise_stds", len(self.noise_stds) >= 1 and all(s >= 0 for s in self.noise_stds),
+             "non-empty, each >= 0"),
+            ("noise_draws", self.noise_draws >= 1, ">= 1"),
+            ("n_train", self.n_train >= 1, ">= 1"),
+            ("n_test", self.n_test >= 0, ">= 0 (0: all)"),
+            ("field", self.field in FIELDS, f"one of {list(FIELDS)}"),
+            ("dim", self.dim >= 1, ">= 1"),
+            ("codim", self.codim >= 0, ">= 0"),
+            ("width", self.width >= 1, ">= 1"),
+            ("depth", self.depth >= 1, ">= 1"),
+            ("steps", self.steps >= 1, ">= 1"),
+            ("interval", self.interval > 0, "> 0"),
+            ("limits", self.limits in LIMITS, f"one of {list(LIMITS)}"),
+            ("beta", self.alpha < self.beta, f"> alpha = {self.alpha}"),
+            ("r_max", self.r_min < self.r_max, f"> r_min = {self.r_min}"),
+            ("r_min", self.r_min > 0, "> 0 (reachable for every θ)"),
+            ("tol", 0 < self.tol < 1, "in (0, 1)"),
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("lr", self.lr > 0, "> 0"),
+            ("alpha_div", self.alpha_div >= 0, ">= 0"),
+            ("spectrum_samples", self.spectrum_samples >= 1, ">= 1"),
+        ]  # fmt: skip
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+        if self.mnist:
+            try:
+                for stem in _MNIST_FILES:
+                    _idx_file(Path(self.mnist), stem)
+            except FileNotFoundError as err:
+                raise ValueError(
+                    f"mnist must be a folder with the MNIST IDX files: {err}"
+                ) from None
+        if self.mnist == "" and self.n_train > 1438:
+            raise ValueError(f"n_train must be <= 1438 for digits, got {self.n_train}")
+
+    @property
+    def h(self) -> float:
+        """Step size ``interval / steps``."""
+        return self.interval / self.steps
+
+
+FULL: dict = {
+    "seeds": 5,
+    "noise_stds": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0),
+    "noise_draws": 5,
+    "n_train": 1000,
+    "dim": 32,
+    "width": 64,
+    "epochs": 40,
+    "batch_size": 100,
+    "lr": 1e-2,
+    "spectrum_samples": 32,
+}
+
+
+# -------------------------------------------------------------------------------------- data
+_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def _idx_file(folder: Path, stem: str) -> Path:
+    """``folder/stem`` as distributed (``-idx``) or as some mirrors name it (``.idx``), plain
+    or gzipped."""
+    dotted = stem.replace("-idx", ".idx")
+    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"no {stem}[.gz] in {folder}")
+
+
+def load_data(config: Config) -> tuple[torch.Tensor, ...]:
+    """``(x_train, y_train, x_test, y_test)``: digits (seeded split) or local MNIST files."""
+    if config.mnist:
+        folder = Path(config.mnist)
+        images, labels, test_images, test_labels = (_idx_file(folder, n) for n in _MNIST_FILES)
+        x_tr, y_tr = irn_data.mnist_from_idx(images, labels, limit=config.n_train)
+        x_te, y_te = irn_data.mnist_from_idx(test_images, test_labels, limit=config.n_test or None)
+        return x_tr, y_tr, x_te, y_te
+    split = irn_data.digits(n_train=config.n_train, seed=config.data_seed)
+    n_test = config.n_test or len(split.y_test)
+    return split.x_train, split.y_train, split.x_test[:n_test], split.y_test[:n_test]
+
+
+# ------------------------------------------------------------------------------------- model
+def band(config: Config, theta: float) -> tuple[float, float]:
+    """Eigenvalue band ``(α, β)`` of ∂F/∂y for this θ (fixed, or from the R-limits)."""
+    if config.limits == "eigenvalues":
+        return config.alpha, config.beta
+    return eigenvalue_limits(theta, config.h, config.r_min, config.r_max)
+
+
+def build_model(config: Config, theta: float, image_shape, classes: int) -> ImplicitResNet:
+    """Embedding → T θ-steps of one shared F^{α,β} → linear classifier."""
+    alpha, beta = band(config, theta)
+    channels, height, width = image_shape
+    state = config.dim + config.codim
+    if config.field == "mlp":
+        inner = MLP(state, config.width, config.depth, config.activation)
+        input_map = nn.Sequential(nn.Flatten(), nn.Linear(channels * height * width, config.dim))
+        output_map = nn.Linear(state, classes)
+    else:
+        inner = ConvField(state, config.width, 3, config.depth, config.activation,
+                          input_shape=(height, width))  # fmt: skip
+        input_map = nn.Conv2d(channels, config.dim, 3, padding=1)
+        pooled = (min(4, height), min(4, width))  # 8×8 digits stay 4×4, 28×28 MNIST too
+        output_map = nn.Sequential(
+            nn.AdaptiveAvgPool2d(pooled),
+            nn.Flatten(),
+            nn.Linear(state * pooled[0] * pooled[1], classes),
+        )
+    field = SpectralNormalized(inner, alpha=alpha, beta=beta)
+    return ImplicitResNet(
+        field, steps=config.steps, interval=config.interval, theta=theta, codim=config.codim,
+        input_map=input_map, output_map=output_map, tol=config.tol, on_failure="ignore",
+    )  # fmt: skip
+
+
+# -------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def _scores(net: ImplicitResNet, x, y, batch: int) -> tuple[float, float, float]:
+    """Top-1 and top-2 accuracy in % and the fraction of unconverged forward solves."""
+    top1 = top2 = failed = solves = 0
+    for i in range(0, len(y), batch):
+        logits, traj = net(x[i : i + batch], return_trajectory=True)
+        best = logits.topk(2, dim=1).indices
+        yb = y[i : i + batch, None]
+        top1 += int((best[:, :1] == yb).sum())
+        top2 += int((best == yb).any(dim=1).sum())
+        for s in traj.stats:
+            if s.implicit:
+                solves += 1
+                failed += not s.converged
+    n = len(y)
+    return 100 * top1 / n, 100 * top2 / n, failed / solves if solves else 0.0
+
+
+def _noise_sweep(net, x, y, config: Config, seed: int, split: int) -> dict:
+    """Accuracies at every noise std, averaged over draws. The noise depends on (seed, split,
+    std, draw) only, so every θ sees exactly the same noisy images (common random numbers)."""
+    top1, top2, failed, seconds, passes = [], [], 0.0, 0.0, 0
+    for i, std in enumerate(config.noise_stds):
+        draws = 1 if std == 0 else config.noise_draws
+        acc1 = acc2 = 0.0
+        for d in range(draws):
+            key = np.random.SeedSequence([seed, split, i, d]).generate_state(1)[0]
+            gen = torch.Generator().manual_seed(int(key))
+            clamp = (0.0, 1.0) if config.clamp else None
+            noisy = irn_data.add_gaussian_noise(x, std, clamp=clamp, generator=gen)
+            start = time.perf_counter()
+            a1, a2, f = _scores(net, noisy, y, _EVAL_BATCH)
+            seconds += time.perf_counter() - start
+            passes += 1
+            acc1, acc2, failed = acc1 + a1 / draws, acc2 + a2 / draws, max(failed, f)
+        top1.append(round(acc1, 3))
+        top2.append(round(acc2, 3))
+    return {"top1": top1, "top2": top2, "unconverged": failed, "seconds": seconds / passes}
+
+
+def contraction(net: ImplicitResNet, x: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per layer: max over samples and eigenvalues of |R(hλ)|, and the median over samples
+    of each sample's max, with λ the eigenvalues of ∂F/∂y where the step evaluates F."""
+    spectra = trajectory_spectrum(net, x)
+    per_sample = [s.step_eigenvalues.abs().amax(dim=1) for s in spectra]
+    return [float(m.max()) for m in per_sample], [float(m.median()) for m in per_sample]
+
+
+# --------------------------------------------------------------------------------------- run
+# Per-run scalars (or per-layer lists) copied into results[key][θ][seed].
+_PER_RUN = (
+    "contraction_max",
+    "contraction_median",
+    "final_loss",
+    "iterations",
+    "backward_iterations",
+    "unconverged_training",
+    "epoch_time",
+    "eval_time",
+)
+
+
+def _one(config: Config, theta: float, seed: int, tensors) -> dict:
+    x_tr, y_tr, x_te, y_te = tensors
+    torch.manual_seed(seed)  # the weights: the same initial network for every θ
+    net = build_model(config, theta, tuple(x_tr.shape[1:]), int(y_tr.max()) + 1)
+    train_cfg = TrainConfig(
+        epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=seed,
+        alpha_div=config.alpha_div, progress=False,
+    )  # fmt: skip
+    history = fit(net, F.cross_entropy, (x_tr, y_tr), train_cfg)
+    net.eval()  # freezes the spectral-norm estimates for evaluation and spectra
+    train = _noise_sweep(net, x_tr, y_tr, config, seed, 0)
+    test = _noise_sweep(net, x_te, y_te, config, seed, 1)
+    c_max, c_med = contraction(net, x_tr[: config.spectrum_samples])
+    backward = [b for b in history.backward_iterations if b is not None]
+    return {
+        "train": train,
+        "test": test,
+        "contraction_max": [round(c, 4) for c in c_max],
+        "contraction_median": [round(c, 4) for c in c_med],
+        "final_loss": round(history.loss[-1], 5),
+        "iterations": round(float(np.mean(history.iterations)), 3),
+        "backward_iterations": round(float(np.mean(backward)), 3) if backward else 0.0,
+        "unconverged_training": max(history.unconverged),
+        "epoch_time": float(np.mean(history.wall_time)),
+        "eval_time": train["seconds"],  # one pass over the n_train training images
+    }
+
+
+def run(config: Config, *, progress: bool = False) -> dict:
+    """Train and evaluate every (θ, seed) pair; see the module docstring for the setup.
+
+    Returns ``{"experiment", "config", "meta", "results"}``; in ``results`` every per-run
+    quantity is a nested list indexed ``[θ][seed]`` (then ``[std]`` or ``[layer]``), and
+    accuracies are top-1 / top-2 in %.
+    """
+    start = time.perf_counter()
+    tensors = load_data(config)
+    seeds = list(range(config.seeds))
+    runs = {}
+    total = len(config.thetas) * len(seeds)
+    with tqdm(total=total, desc="robustness", disable=not progress, file=sys.stderr) as bar:
+        for theta in config.thetas:
+            for seed in seeds:
+                bar.set_postfix(theta=theta, seed=seed, refresh=False)
+                runs[theta, seed] = _one(config, theta, seed, tensors)
+                bar.update()
+
+    def table(get):
+        return [[get(runs[t, s]) for s in seeds] for t in config.thetas]
+
+    x_tr, _, x_te, _ = tensors
+    results = {
+        "thetas": list(config.thetas),
+        "noise_stds": list(config.noise_stds),
+        "seeds": seeds,
+        "h": config.h,
+        "data": f"MNIST IDX ({config.mnist})" if config.mnist else "scikit-learn digits 8x8",
+        "n_train": len(x_tr),
+        "n_test": len(x_te),
+        "bands": [list(band(config, t)) for t in config.thetas],
+        "accuracy": {"train": table(lambda r: r["train"]["top1"]),
+                     "test": table(lambda r: r["test"]["top1"])},
+        "top2": {"train": table(lambda r: r["train"]["top2"]),
+                 "test": table(lambda r: r["test"]["top2"])},
+        "unconverged_eval": table(lambda r: max(r["train"]["unconverged"],
+                                                r["test"]["unconverged"])),
+    }  # fmt: skip
+    for key in _PER_RUN:
+        results[key] = table(lambda r, k=key: r[k])
+    return {
+        "experiment": "robustness",
+        "config": dataclasses.asdict(config),
+        "meta": meta(time.perf_counter() - start),
+        "results": results,
+    }
+
+
+# ------------------------------------------------------------------------------- read-outs
+def summarize(results: dict, key: str = "accuracy", split: str = "train") -> dict:
+    """Mean, std (over seeds, ddof 0), min and max of ``results[key][split]``: arrays
+    ``(θ, std)``. ``results`` may be the full dict or its ``"results"`` part."""
+    res = results.get("results", results)
+    a = np.asarray(res[key][split], dtype=float)  # (θ, seed, std)
+    return {"mean": a.mean(1), "std": a.std(1), "min": a.min(1), "max": a.max(1)}
+
+
+def trend(results: dict, split: str = "train", min_std: float = 0.3) -> dict:
+    """Does top-1 accuracy at noise std ≥ ``min_std`` rise from θ = 0 to θ = 1?
+
+    For each such std: the gap ``mean(θ=1) − mean(θ=0)`` over seeds, and its noise level
+    ``s = sqrt(sd₀² + sd₁²)`` (seed standard deviations). Verdict ``"holds"`` if every gap
+    exceeds ``2s`` and the mean accuracy is positively rank-correlated with θ (Spearman) at
+    every such std, ``"reversed"`` if every gap is below ``−2s``, else (and always with fewer
+    than 3 seeds) ``"inconclusive"``.
+    """
+    res = results.get("results", results)
+    thetas = np.asarray(res["thetas"])
+    stds = np.asarray(res["noise_stds"])
+    if 0.0 not in thetas or 1.0 not in thetas:
+        raise ValueError("trend needs runs at θ = 0 and θ = 1")
+    cols = np.flatnonzero(stds >= min_std - 1e-12)
+    if cols.size == 0:
+        raise ValueError(f"no noise std >= {min_std} in the results")
+    s = summarize(res, "accuracy", split)
+    i0, i1 = int(np.flatnonzero(thetas == 0.0)[0]), int(np.flatnonzero(thetas == 1.0)[0])
+    gaps = s["mean"][i1, cols] - s["mean"][i0, cols]
+    noise = np.hypot(s["std"][i1, cols], s["std"][i0, cols])
+    ranks = [_spearman(thetas, s["mean"][:, c]) for c in cols]
+    if len(res["seeds"]) < 3:  # no spread to compare the gaps with
+        verdict = "inconclusive"
+    elif np.all(gaps > 2 * noise) and all(r > 0 for r in ranks):
+        verdict = "holds"
+    elif np.all(gaps < -2 * noise):
+        verdict = "reversed"
+    else:
+        verdict = "inconclusive"
+    return {"verdict": verdict, "stds": stds[cols].tolist(), "gaps": gaps.tolist(),
+            "noise": noise.tolist(), "spearman": ranks}  # fmt: skip
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties); 0 if either is constant."""
+
+    def ranks(v):
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=float)
+        for value in np.unique(v):  # ties share their mean rank
+            r[v == value] = r[v == value].mean()
+        return r
+
+    ra, rb = ranks(np.asarray(a, float)), ranks(np.asarray(b, float))
+    if ra.std() == 0 or rb.std() == 0:
+        return 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def summary(results: dict) -> str:
+    """A short text table: mean top-1 (train / held-out) per θ at each noise std, time."""
+    res = results["results"]
+    train, test = summarize(res, split="train"), summarize(res, split="test")
+    stds = res["noise_stds"]
+    head = "theta  " + " ".join(f"{s:>11.2g}" for s in stds) + "   s/epoch"
+    lines = [f"top-1 accuracy in % (train/held-out, mean of {len(res['seeds'])} seeds)", head]
+    for i, theta in enumerate(res["thetas"]):
+        cells = " ".join(
+            f"{a:5.1f}/{b:5.1f}" for a, b in zip(train["mean"][i], test["mean"][i], strict=True)
+        )
+        lines.append(f"{theta:5.2f}  {cells}   {np.mean(res['epoch_time'][i]):7.3f}")
+    if 0.0 in res["thetas"] and 1.0 in res["thetas"] and max(stds) >= 0.3:
+        lines.append(f"trend (std >= 0.3, training images): {trend(res)['verdict']}")
+    lines.append(f"wall time {results['meta']['wall_time']:.1f} s")
+    return "\n".join(lines)
