@@ -214,6 +214,36 @@ def _record_input_shape(layer: nn.Module, args: tuple) -> None:
             p.set_input_shape(shape, layer.parametrizations.weight.original)
 
 
+def _rebuild_parametrized(base: type, state: dict, parametrized: dict) -> nn.Module:
+    """Unpickle a parametrized layer: the plain layer first, then its parametrizations again."""
+    module = base.__new__(base)
+    module.__dict__.update(state)
+    for name, (original, parametrizations) in parametrized.items():
+        module.register_parameter(name, original)
+        for p in parametrizations:
+            parametrize.register_parametrization(module, name, p, unsafe=True)
+    _make_picklable(module)
+    return module
+
+
+def _reduce_parametrized(self: nn.Module, protocol: int):
+    # torch.nn.utils.parametrize gives each parametrized layer a class made on the fly, which
+    # pickle cannot find by name, and forbids pickling it ("only through state_dict()"). We
+    # pickle the plain layer (its original class) plus the parametrizations instead, and
+    # register them again when unpickling, so torch.save(model) and spawn-based
+    # multiprocessing work. Only the layers irn normalizes get this.
+    state = self.__dict__.copy()
+    modules = dict(state["_modules"])
+    plists = modules.pop("parametrizations")
+    state["_modules"] = modules
+    parametrized = {name: (plist.original, list(plist)) for name, plist in plists.items()}
+    return _rebuild_parametrized, (type(self).__bases__[0], state, parametrized)
+
+
+def _make_picklable(module: nn.Module) -> None:
+    type(module).__reduce_ex__ = _reduce_parametrized  # the per-instance class parametrize made
+
+
 def _spectral_parametrizations(module: nn.Module) -> Iterator[tuple[nn.Module, SpectralNorm]]:
     """Yield (layer, parametrization) for every spectrally normalized weight in ``module``."""
     for layer in module.modules():
@@ -255,6 +285,7 @@ def spectral_normalize(
     sn = SpectralNorm(module, n_power_iterations, input_shape=input_shape, warmup=warmup)
     # unsafe: the check call of register_parametrization would fail while the shape is unknown.
     parametrize.register_parametrization(module, "weight", sn, unsafe=True)
+    _make_picklable(module)
     if not isinstance(module, nn.Linear):
         module.register_forward_pre_hook(_record_input_shape)
     return module
