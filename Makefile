@@ -22,7 +22,7 @@ LINT_PATHS := $(wildcard irn tests benchmarks scripts)
 # figures are never displayed, so neither stored in the .ipynb nor shown in the book.
 unexport MPLBACKEND
 
-.PHONY: all venv test book notebooks lint bench bench-quick clean distclean
+.PHONY: all venv test test-other-cpu test-browser book notebooks lint bench bench-quick clean distclean
 
 all: test book
 
@@ -44,7 +44,19 @@ $(BENCH_STAMP): $(STAMP)
 # Strict nbval: every stored output is compared, except the ones nbval_sanitize.cfg masks.
 # --nbval-current-env runs the notebooks with this venv's Python whatever the kernelspec says.
 test: $(STAMP)
-	$(VENV)/bin/pytest --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg
+	$(VENV)/bin/pytest --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg \
+		-m "not browser"
+
+# The same suite on another CPU code path (MKL's compatible mode, ATen without SIMD kernels):
+# stored notebook outputs must survive it (CONTRIBUTING.md).
+test-other-cpu: $(STAMP)
+	MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default \
+		$(VENV)/bin/pytest --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg \
+		-m "not browser"
+
+# Every page of the built book in headless Chromium (run `make book` first).
+test-browser: $(STAMP)
+	$(VENV)/bin/pytest -m browser tests/test_browser.py
 
 # The book renders the outputs stored in the notebooks (execute_notebooks: "off" in
 # _config.yml); run `make notebooks` first after changing a notebook or the library.

@@ -140,3 +140,27 @@ def test_the_readme_snippet_runs():
     section = text.split("## Using the library", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     exec(compile(code, "README.md", "exec"), {})
+
+
+@pytest.mark.parametrize(
+    "module,call",
+    [
+        ("sklearn", lambda: irn.data.digits()),
+        ("scipy", lambda: irn.data.lotka_volterra(n_times=3)),
+    ],
+)
+def test_the_data_extra_is_named_when_missing(monkeypatch, module, call):
+    for name in [m for m in list(__import__("sys").modules) if m.split(".")[0] == module]:
+        monkeypatch.delitem(__import__("sys").modules, name)
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # import fails
+    with pytest.raises(ImportError, match=r"pip install 'irn\[data\]'"):
+        call()
+
+
+def test_license_metadata():
+    from importlib.metadata import metadata
+
+    root = Path(__file__).parents[1]
+    assert (root / "LICENSE").read_text().startswith("MIT License")
+    meta = metadata("irn")
+    assert meta.get("License-Expression") == "MIT" or "MIT" in (meta.get("License") or "")

@@ -36,3 +36,17 @@ def _make_generator(seed: int | None, generator: torch.Generator | None) -> torc
 
 def _xp(x: Any) -> Any:
     return torch if isinstance(x, torch.Tensor) else np
+
+
+def require(module: str, feature: str):
+    """Import an optional dependency of the ``data`` extra, or say how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        package = {"sklearn": "scikit-learn"}.get(module.split(".")[0], module.split(".")[0])
+        raise ImportError(
+            f"{feature} needs {package}, which irn does not install by default: "
+            f"pip install 'irn[data]' (or pip install {package})"
+        ) from err

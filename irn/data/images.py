@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import torch
 
-from ._common import DataSplit, _check_dtype, _make_generator
+from ._common import DataSplit, _check_dtype, _make_generator, require
 
 
 # ------------------------------------------------------------------------------------------ images
@@ -38,7 +38,8 @@ def digits(
         ``DataSplit(x_train, y_train, x_test, y_test)``; images ``(N, 1, 8, 8)`` in [0, 1],
         labels long.
     """
-    from sklearn.datasets import load_digits  # deferred: sklearn is slow to import
+    # deferred: sklearn is slow to import, and optional (the data extra)
+    load_digits = require("sklearn.datasets", "irn.data.digits").load_digits
 
     _check_dtype(dtype)
     if not 0.0 <= test_fraction < 1.0:

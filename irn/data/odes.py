@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from ._common import _check_dtype, _make_generator, _xp
+from ._common import _check_dtype, _make_generator, _xp, require
 
 #: (a, b, d, g) of the paper's system ż1 = a z1 − b z1 z2, ż2 = d z1 z2 − g z2.
 LV_PARAMS: tuple[float, float, float, float] = (2.0 / 3.0, 4.0 / 3.0, 1.0, 1.0)
@@ -94,7 +94,8 @@ def lotka_volterra(
     Returns:
         ``(times, states)``: times ``(n_times,)`` and states ``(n_traj, n_times, 2)``.
     """
-    from scipy.integrate import solve_ivp  # deferred: scipy.integrate is slow to import
+    # deferred: scipy.integrate is slow to import, and optional (the data extra)
+    solve_ivp = require("scipy.integrate", "irn.data.lotka_volterra").solve_ivp
 
     _check_dtype(dtype)
     if rtol > 1e-6:
