@@ -14,6 +14,10 @@ BENCH_STAMP := $(VENV)/.irn-bench-installed
 TORCH := torch==2.13.0
 
 NOTEBOOKS  := $(wildcard book/*.ipynb)
+# pytest-xdist workers; --dist loadfile keeps each notebook (one kernel) on one worker.
+WORKERS ?= 2
+PYTEST  := $(VENV)/bin/pytest -n $(WORKERS) --dist loadfile --nbval --nbval-current-env \
+	--nbval-sanitize-with nbval_sanitize.cfg -m "not browser"
 # Only the folders that exist (empty ones are not in git); ruff fails on a missing path.
 LINT_PATHS := $(wildcard irn tests benchmarks scripts)
 
@@ -44,15 +48,12 @@ $(BENCH_STAMP): $(STAMP)
 # Strict nbval: every stored output is compared, except the ones nbval_sanitize.cfg masks.
 # --nbval-current-env runs the notebooks with this venv's Python whatever the kernelspec says.
 test: $(STAMP)
-	$(VENV)/bin/pytest --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg \
-		-m "not browser"
+	$(PYTEST)
 
 # The same suite on another CPU code path (MKL's compatible mode, ATen without SIMD kernels):
 # stored notebook outputs must survive it (CONTRIBUTING.md).
 test-other-cpu: $(STAMP)
-	MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default \
-		$(VENV)/bin/pytest --nbval --nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg \
-		-m "not browser"
+	MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default $(PYTEST)
 
 # Every page of the built book in headless Chromium (run `make book` first).
 test-browser: $(STAMP)
