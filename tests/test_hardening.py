@@ -9,6 +9,8 @@ import warnings
 import pytest
 import torch
 from conftest import Scalar, TanhField
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import irn
@@ -248,3 +250,39 @@ def test_double_backward_through_the_adjoint_points_to_unrolled():
     (g2,) = torch.autograd.grad(unrolled(x).sum(), x, create_graph=True)
     torch.autograd.grad(g2.sum(), x)  # second order works
     torch.testing.assert_close(g, g2.detach(), rtol=1e-5, atol=1e-8)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    dim=st.integers(1, 4),
+    batch=st.integers(0, 5),
+    theta=st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0]),
+    h=st.floats(0.05, 2.0),
+    scheme=st.sampled_from(["linear", "one-leg"]),
+    solver=st.sampled_from(SOLVERS),
+    seed=st.integers(0, 2**16),
+)
+def test_property_affine_steps_match_the_closed_form(dim, batch, theta, h, scheme, solver, seed):
+    """For F(y) = A y + b with ‖A‖₂ ≤ 0.9/h (so I − θhA is invertible) every solver returns
+    (I − θhA)⁻¹((I + (1−θ)hA)x + hb), the same for both schemes (F affine), at any batch size."""
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(dim, dim, generator=g, dtype=torch.float64)
+    A = A / torch.linalg.matrix_norm(A, 2) * (0.9 / h)
+    b = torch.randn(dim, generator=g, dtype=torch.float64)
+    field = _Seq(_AffineMap(A, b))
+    layer = irn.ThetaLayer(field, theta=theta, h=h, scheme=scheme, solver=solver, tol=1e-11,
+                           max_iter=200, on_failure="raise")  # fmt: skip
+    x = torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    eye = torch.eye(dim, dtype=torch.float64)
+    rhs = x @ (eye + (1 - theta) * h * A).T + h * b
+    expected = torch.linalg.solve(eye - theta * h * A, rhs.T).T
+    torch.testing.assert_close(layer(x), expected, rtol=1e-8, atol=1e-9)
+
+
+class _AffineMap(nn.Module):
+    def __init__(self, A, b):
+        super().__init__()
+        self.A, self.b = A, b
+
+    def forward(self, y):
+        return y @ self.A.T + self.b
