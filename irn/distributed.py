@@ -105,7 +105,8 @@ def _device() -> torch.device:
 
 
 def _reduce(values, op: str) -> torch.Tensor:
-    t = torch.as_tensor(values)
+    # Python numbers become float64: torch's default float32 would round the sums.
+    t = values if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=torch.float64)
     if not active():
         return t.clone()
     buf = t.to(_device(), copy=True)
@@ -114,7 +115,8 @@ def _reduce(values, op: str) -> torch.Tensor:
 
 
 def all_reduce_sum(values: torch.Tensor | float | Sequence[float]) -> torch.Tensor:
-    """Sum over ranks (a new tensor on the input's device; a copy outside a process group)."""
+    """Sum over ranks: a new tensor on the input's device (a copy outside a process group);
+    Python numbers are summed as float64."""
     return _reduce(values, "SUM")
 
 

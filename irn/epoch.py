@@ -194,5 +194,5 @@ def reduce_ranks(tot: Counter) -> Counter:
     """Sum the ranks' records (``skipped`` is decided jointly, so it already agrees)."""
     if distributed.world_size() == 1:
         return tot
-    sums = distributed.all_reduce_sum(torch.tensor([float(tot[k]) for k in _SUMMED]))
+    sums = distributed.all_reduce_sum([float(tot[k]) for k in _SUMMED])  # float64
     return Counter({**tot, **dict(zip(_SUMMED, sums.tolist(), strict=True))})

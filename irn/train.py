@@ -245,7 +245,10 @@ def fit(
                     "go on", epoch, None,
                 )  # fmt: skip
             _record(history, tot, cfg, isinstance(net, ImplicitResNet), optimizer)
-            history.wall_time.append(time.perf_counter() - clock)
+            wall = time.perf_counter() - clock
+            if ws > 1:  # the slowest rank's time, so that every rank logs the same history
+                wall = float(distributed.all_reduce_max([wall])[0])
+            history.wall_time.append(wall)
             if val is not None:
                 history.val_loss.append(_val_loss(net, val, loss_fn, bsz))
             if plateau is not None:
