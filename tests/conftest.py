@@ -1,12 +1,29 @@
-"""Shared test setup: one thread, fixed seeds, float64 fields."""
+"""Shared test setup: one thread, fixed seeds, float64 fields, no network."""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 torch.set_num_threads(1)
+
+
+def _install_network_guard() -> None:
+    """No network at run time: only this machine may be reached (tests/network_guard.py)."""
+    path = Path(__file__).with_name("network_guard.py")
+    spec = importlib.util.spec_from_file_location("network_guard", path)
+    guard = sys.modules.setdefault("network_guard", importlib.util.module_from_spec(spec))
+    if not hasattr(guard, "install"):
+        spec.loader.exec_module(guard)
+    guard.install()
+
+
+_install_network_guard()
 
 
 @pytest.fixture(autouse=True)

@@ -40,6 +40,7 @@ def build() -> tuple[irn.ImplicitResNet, tuple[torch.Tensor, torch.Tensor], Trai
 def worker(out: Path) -> None:
     """One rank: train, resume one more epoch with a pre-wrapped model, save what it holds."""
     assert distributed.init_from_env(), "torchrun should have set WORLD_SIZE=2"
+    assert sys.modules["network_guard"].installed()
     rank = distributed.rank()
     net, data, config = build()
     config.progress = True
@@ -98,7 +99,10 @@ def test_shards_match_tensor_split(count, parts):
 
 # --------------------------------------------------------------------------- two ranks
 def test_torchrun_two_ranks_match_one_process(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    # The launcher and the ranks run under the suite's network guard (its sitecustomize).
+    guard = str(Path(__file__).with_name("netguard"))
+    path = os.pathsep.join(p for p in (guard, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=path)
     if sys.platform.startswith("linux"):
         env["GLOO_SOCKET_IFNAME"] = "lo"  # keep gloo's traffic on the loopback interface
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
