@@ -159,8 +159,8 @@ class SpectralNormalized(nn.Module):
     scale broadcast against the state.
 
     Eigenvalue disc: if the activations are 1-Lipschitz, ‖∂F̂/∂y‖₂ ≤ 1, so every eigenvalue λ of
-    ∂F^{α,β}/∂y lies in the disc |λ − (α+β)/2| ≤ (β−α)/2 · max σ(ϑ) (the bound behind ``center``,
-    ``radius`` and ``disc_radius``), inside the real band [α, β]. Power iteration underestimates
+    ∂F^{α,β}/∂y lies in the disc ``|λ − (α+β)/2| ≤ (β−α)/2 · max σ(ϑ)`` (the bound behind
+    ``center``, ``radius`` and ``disc_radius``), inside the real band [α, β]. Power iteration underestimates
     ‖W‖₂, so right after a large weight change the bound holds only up to the estimate's lag.
 
     Args:

@@ -92,7 +92,7 @@ class ImplicitResNet(nn.Module):
 
     @property
     def fields(self) -> list[nn.Module]:
-        """The distinct vector fields: one if shared, else one per step."""
+        """The distinct vector fields (one if shared, else one per step)."""
         return [layer.field for layer in self.layers]
 
     def layer(self, k: int) -> ThetaLayer:

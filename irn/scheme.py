@@ -79,7 +79,7 @@ class ThetaScheme:
 
     @property
     def explicit(self) -> bool:
-        """θ = 0: forward Euler, no solve."""
+        """Whether θ = 0 (forward Euler, no solve)."""
         return self.theta == 0.0
 
     @property

@@ -157,8 +157,8 @@ def enforce(
 
     Args:
         stats: The solve's statistics.
-        policy: ``"warn"`` emits :class:`ConvergenceWarning`, ``"raise"`` raises
-            :class:`ConvergenceError`, ``"ignore"`` only leaves ``stats.converged`` False.
+        policy: ``"warn"`` emits :class:`~irn.ConvergenceWarning`, ``"raise"`` raises
+            :class:`~irn.ConvergenceError`, ``"ignore"`` only leaves ``stats.converged`` False.
         what: Names the solve in the message (e.g. ``"ThetaLayer step 2 of 5: forward solve"``).
         advice: What to try, appended to the message.
         warned: A set owned by the caller (a layer): a ``key`` already in it is not warned again,
