@@ -45,7 +45,7 @@ def run(quick: bool = False) -> dict:
     torch.set_num_threads(1)
     repeats = 3 if quick else 15
     results = []
-    for kind in ("contractive", "stiff"):
+    for kind in ("contractive", "picard-divergent"):
         for size in ("small", "large"):
             field, x = problem(kind, size)
             for name, method in _methods(field).items():
@@ -63,12 +63,12 @@ def run(quick: bool = False) -> dict:
                     "residual": res, "converged": bool(res <= TOL * 1.0001),
                 })  # fmt: skip
     summaries = []
-    for kind in ("contractive", "stiff"):
+    for kind in ("contractive", "picard-divergent"):
         for size in ("small", "large"):
             rows = [r for r in results if r["problem"] == kind and r["size"] == size]
             ok = [r for r in rows if r.get("converged")]
             default = next(r["ms"] for r in ok if r["method"].startswith("irn default"))
-            # torchdeq at its defaults (tau = 1) and with tau = 0.5 (irn's damping for "stiff").
+            # torchdeq at its defaults (tau = 1) and with tau = 0.5 (irn's damping for problem (b)).
             plain = [
                 r["ms"] for r in ok if r["method"] in ("torchdeq anderson", "torchdeq broyden")
             ]

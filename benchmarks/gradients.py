@@ -47,7 +47,7 @@ def _torchdeq(field, x, **kw):
 
 def run(quick: bool = False) -> dict:
     torch.set_num_threads(1)
-    field, x = problem("stiff", "small", dtype=torch.float64)
+    field, x = problem("picard-divergent", "small", dtype=torch.float64)
     x = x[:32].clone().requires_grad_(True)
     ref = reference(field, x)
     rows = []
@@ -74,7 +74,9 @@ def run(quick: bool = False) -> dict:
             add(name, _torchdeq(field, x, **kw), 1e-12)
         except Exception as err:
             rows.append({"method": name, "relative_error": repr(err)[:60]})
-    print("\n### Gradient accuracy vs a dense float64 reference (stiff problem, θ = 1)\n")
+    print(
+        "\n### Gradient accuracy vs a dense float64 reference (Picard-divergent problem, θ = 1)\n"
+    )
     print(table(rows, ["method", "tol", "relative_error"]))
     write("gradients", {"quick": quick, "rows": rows}, suffix="-quick" if quick else "")
     return {"rows": rows}

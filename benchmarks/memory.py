@@ -45,7 +45,7 @@ def _torchdeq(field, x, iters):
 
 def run(quick: bool = False) -> dict:
     torch.set_num_threads(1)
-    field, x = problem("stiff", "small")
+    field, x = problem("picard-divergent", "small")
     x = x.requires_grad_(True)
     explicit = saved_bytes(lambda: irn.ThetaLayer(field, theta=0.0)(x))
     rows = []
@@ -71,7 +71,7 @@ def run(quick: bool = False) -> dict:
             row[name] = saved_bytes(lambda net=net: net(x))
         depth_rows.append(row)
     flat = max(r["adjoint"] for r in rows) / min(r["adjoint"] for r in rows) - 1
-    print("\n### Saved-for-backward bytes vs solver iterations (stiff problem, small, θ = 1)\n")
+    print("\n### Saved-for-backward bytes vs solver iterations (problem (b), small, θ = 1)\n")
     print(table(rows, ["iterations", "explicit", "adjoint", "adjoint / explicit", "unrolled",
                        "torchdeq IFT"]))  # fmt: skip
     print(f"\nadjoint variation over iterations: {100 * flat:.1f}%")

@@ -36,8 +36,13 @@ class ShiftedMLP(nn.Module):
 
 def problem(kind: str, size: str, dtype=torch.float32, seed: int = 0):
     """``(field, x)``: ``kind`` "contractive" (F = 0.5·MLP, Picard contracts by ≤ 0.5) or
-    "stiff" (problem (b): F = −y + 0.9·MLP)."""
+    "picard-divergent" (problem (b): F = −y + 0.9·MLP; forward Euler is stable on it, with
+    growth factors |1 + hλ| ≤ 0.9, but Picard iteration on the implicit step diverges)."""
     n, batch = SIZES[size]
+    if kind not in ("contractive", "picard-divergent"):
+        raise ValueError(
+            f"unknown problem kind {kind!r}; choose 'contractive' or 'picard-divergent'"
+        )
     shift, scale = (0.0, 0.5) if kind == "contractive" else (-1.0, 0.9)
     field = ShiftedMLP(n, shift, scale, seed=seed, dtype=dtype)
     x = torch.randn(batch, n, generator=torch.Generator().manual_seed(seed + 1), dtype=dtype)
