@@ -39,8 +39,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-# IRN_BOOK_HTML: a book built elsewhere (jupyter-book build . --path-output DIR -> DIR/_build/html).
+# Another source tree (IRN_BOOK_ROOT) or a book built elsewhere (IRN_BOOK_HTML; e.g.
+# `jupyter-book build . --path-output DIR` writes DIR/_build/html) can be checked too.
+ROOT = Path(os.environ.get("IRN_BOOK_ROOT", Path(__file__).resolve().parents[1])).resolve()
 HTML = Path(os.environ.get("IRN_BOOK_HTML", ROOT / "_build" / "html")).resolve()
 SHOTS = HTML.parent / "screenshots"
 REPO = "https://github.com/irn-book/irn"
@@ -396,8 +397,11 @@ def test_page_renders(page, request):
 
 def _check_page(page: str, base: str, browser: DevTools):
     target = _redirect(page)
-    if target:  # jupyter-book's root index.html: a redirect to the first page
+    if target:  # the root index.html: a redirect to the first page (_ext/book_html.py)
+        text = (HTML / page).read_text()
         assert (HTML / page).parent.joinpath(target).is_file(), f"{page} redirects to {target}"
+        assert re.search(r"<title>[^<]+</title>", text), f"{page} has no title"
+        assert f'<a href="{target}">' in text, f"{page} does not link to {target}"
         return
     # A fresh browser context per page: no storage or cache from other pages (a first visit).
     context = browser.send("Target.createBrowserContext")["browserContextId"]
