@@ -120,9 +120,22 @@ def meta(wall_time: float) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "wall_time": round(float(wall_time), 3),
         "processor": platform.processor() or platform.machine(),
+        "cpu": _cpu_model(),
         "machine": platform.machine(),
         "python": platform.python_version(),
     }
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _to_json(obj: Any, indent: int = 0) -> str:
