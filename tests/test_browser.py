@@ -413,7 +413,7 @@ def _check_page(page: str, base: str, browser: DevTools):
         for domain in ("Page", "Runtime", "Log", "Network"):
             browser.send(f"{domain}.enable", session)
         browser.send("Page.navigate", session, url=base + page)
-        browser.wait_for("Page.loadEventFired", session, timeout=30)
+        browser.wait_for("Page.loadEventFired", session, timeout=60)
         browser.evaluate(session, READY_JS, timeout=READY_MS / 1000 + 10)
         r = browser.evaluate(session, REPORT_JS)
         browser.evaluate(session, "document.documentElement.dataset.theme = 'light'")
