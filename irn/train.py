@@ -117,7 +117,8 @@ class History:
     # Fraction of the epoch's per-sample solves (forward and adjoint, every implicit step) that
     # missed the tolerance. Per sample, so it does not depend on the batch size or on sharding.
     unconverged: list[float] = field(default_factory=list)
-    skipped: list[int] = field(default_factory=list)  # non-finite batches skipped
+    # Non-finite batches skipped (on_nonfinite="skip"); the epoch's means leave them out.
+    skipped: list[int] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)  # learning rate used during the epoch
     wall_time: list[float] = field(default_factory=list)  # seconds of training (val excluded)
 
@@ -204,9 +205,12 @@ def fit(
             f"alpha_div/alpha_tv need an ImplicitResNet model, got {type(net).__name__}"
         )
     n, ws = x.shape[0], distributed.world_size()
+    if n == 0:
+        raise ValueError("the training set is empty")
     bsz = n if cfg.batch_size is None else min(cfg.batch_size, n)
     if min(bsz, n % bsz or bsz) < ws:
-        raise ValueError(f"every batch needs >= {ws} samples (one per rank); got {n % bsz}")
+        smallest = min(bsz, n % bsz or bsz)
+        raise ValueError(f"every batch needs >= {ws} samples (one per rank), one has {smallest}")
     torch.manual_seed(cfg.seed)
     shuffler = torch.Generator().manual_seed(cfg.seed)
     if optimizer is None:
@@ -233,7 +237,9 @@ def fit(
     show = cfg.progress and distributed.is_main()
     bar = tqdm(range(start, cfg.epochs), desc="fit", disable=not show, file=sys.stderr,
                initial=start, total=cfg.epochs)  # fmt: skip
-    saved = start if resume is not None else None  # epochs held by the last checkpoint
+    # Epochs held by the checkpoint file (the resumed one, if it is the same file).
+    same = resume is not None and checkpoint is not None and _same_file(resume, checkpoint)
+    saved = start if same else None
     try:
         for epoch in bar:
             clock = time.perf_counter()
@@ -276,6 +282,10 @@ def fit(
     finally:
         bar.close()
     return history
+
+
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _annotate(err: BaseException, history: History, loop: EpochRunner, path, saved) -> None:
