@@ -2,7 +2,7 @@
 
 With ``W`` processes (ranks) every global batch ``B`` is split into shards ``B_r`` and each
 rank computes the gradient of its shard's mean loss. DistributedDataParallel averages gradients
-over ranks, so rank ``r`` weights its loss by ``W·|B_r|/|B|``:
+over ranks, so rank ``r`` weights its loss by ``W·|B_r|/|B|``::
 
     (1/W) Σ_r W·|B_r|/|B| · ∇ mean_{B_r} ℓ  =  ∇ mean_B ℓ,
 

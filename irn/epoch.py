@@ -36,7 +36,8 @@ class TrainingError(RuntimeError):
 
     Attributes:
         history: The :class:`History` of the epochs completed before the fault.
-        epoch, batch: Where it happened (counting from 0; ``batch`` None: after the batches).
+        epoch: The epoch it happened in (counting from 0).
+        batch: The batch (counting from 0; None: after the epoch's batches).
     """
 
     def __init__(self, message: str, epoch: int, batch: int | None) -> None:
