@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 from conftest import Scalar, TanhField
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -252,7 +252,12 @@ def test_double_backward_through_the_adjoint_points_to_unrolled():
     torch.testing.assert_close(g, g2.detach(), rtol=1e-5, atol=1e-8)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI sees the same examples on every run; the falsifying examples found while
+# writing the test stay as explicit @example cases.
+@settings(
+    max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+@example(dim=1, batch=1, theta=1.0, h=1.0, scheme="linear", solver="fixed-point", seed=0)
 @given(
     dim=st.integers(1, 4),
     batch=st.integers(0, 5),
@@ -263,15 +268,16 @@ def test_double_backward_through_the_adjoint_points_to_unrolled():
     seed=st.integers(0, 2**16),
 )
 def test_property_affine_steps_match_the_closed_form(dim, batch, theta, h, scheme, solver, seed):
-    """For F(y) = A y + b with ‖A‖₂ ≤ 0.9/h (so I − θhA is invertible) every solver returns
-    (I − θhA)⁻¹((I + (1−θ)hA)x + hb), the same for both schemes (F affine), at any batch size."""
+    """For F(y) = A y + b with ‖A‖₂ = 0.9/h (so I − θhA is invertible) every solver returns
+    (I − θhA)⁻¹((I + (1−θ)hA)x + hb), the same for both schemes (F affine), at any batch size.
+    Picard contracts by θh‖A‖ ≤ 0.9 per iteration: 400 iterations reach 1e-11 from O(1)."""
     g = torch.Generator().manual_seed(seed)
     A = torch.randn(dim, dim, generator=g, dtype=torch.float64)
     A = A / torch.linalg.matrix_norm(A, 2) * (0.9 / h)
     b = torch.randn(dim, generator=g, dtype=torch.float64)
     field = _Seq(_AffineMap(A, b))
     layer = irn.ThetaLayer(field, theta=theta, h=h, scheme=scheme, solver=solver, tol=1e-11,
-                           max_iter=200, on_failure="raise")  # fmt: skip
+                           max_iter=400, on_failure="raise")  # fmt: skip
     x = torch.randn(batch, dim, generator=g, dtype=torch.float64)
     eye = torch.eye(dim, dtype=torch.float64)
     rhs = x @ (eye + (1 - theta) * h * A).T + h * b
