@@ -30,6 +30,7 @@ __all__ = [
     "barrier",
     "broadcast_",
     "cleanup",
+    "device",
     "init_from_env",
     "is_main",
     "rank",
@@ -89,6 +90,14 @@ def world_size() -> int:
 def is_main() -> bool:
     """True on rank 0, the rank that logs, shows progress bars and writes files."""
     return rank() == 0
+
+
+def device() -> torch.device:
+    """Where this rank's model and data belong: GPU ``LOCAL_RANK`` when CUDA is available (the
+    one :func:`init_from_env` selected for NCCL), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
 
 
 def barrier() -> None:

@@ -38,7 +38,8 @@ def build() -> tuple[irn.ImplicitResNet, tuple[torch.Tensor, torch.Tensor], Trai
 
 
 def worker(out: Path) -> None:
-    """One rank: train, resume one more epoch with a pre-wrapped model, save what it holds."""
+    """One rank: train, resume one more epoch with a pre-wrapped model, skip a nan batch, and
+    save what it holds (the parameters after the resumed run)."""
     assert distributed.init_from_env(), "torchrun should have set WORLD_SIZE=2"
     assert sys.modules["network_guard"].installed()
     rank = distributed.rank()
@@ -51,6 +52,13 @@ def worker(out: Path) -> None:
     config.progress = False
     wrapped = nn.parallel.DistributedDataParallel(net)
     resumed = fit(wrapped, F.mse_loss, data, config, resume=out / "ddp.pt")
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    # A nan target that only one rank sees: both must skip that batch (or DDP would hang).
+    x, y = data
+    y = y.clone()
+    y[-1] = float("nan")
+    skipping = TrainConfig(epochs=1, batch_size=8, on_nonfinite="skip", progress=False)
+    skipped = fit(wrapped, F.mse_loss, (x, y), skipping).skipped
     reduced = {
         "mean": distributed.all_reduce_mean(torch.tensor([float(rank)])).item(),
         "max": distributed.all_reduce_max(torch.tensor([float(rank)])).item(),
@@ -62,9 +70,11 @@ def worker(out: Path) -> None:
             "rank": rank,
             "world_size": distributed.world_size(),
             "main": distributed.is_main(),
-            "state": net.state_dict(),
+            "state": state,
+            "after_skip": net.state_dict(),
             "history": history.as_dict(),
             "resumed": resumed.as_dict(),
+            "skipped": skipped,
             "stderr": stderr.getvalue(),
             "reduced": reduced,
         },
@@ -86,6 +96,9 @@ def test_helpers_outside_a_process_group(monkeypatch):
     assert torch.equal(distributed.all_reduce_sum(values), values)
     assert torch.equal(distributed.broadcast_(values.clone()), values)
     distributed.cleanup()  # nothing to leave
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert distributed.device().type == expected
 
 
 @pytest.mark.parametrize(("count", "parts"), [(7, 2), (8, 2), (5, 3), (2, 4), (100, 7)])
@@ -119,6 +132,9 @@ def test_torchrun_two_ranks_match_one_process(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert ranks[0]["history"] == ranks[1]["history"] and ranks[0]["resumed"] == ranks[1]["resumed"]
     assert "fit" in ranks[0]["stderr"] and ranks[1]["stderr"] == ""
+    assert ranks[0]["skipped"] == ranks[1]["skipped"] == [1]
+    a2, b2 = ranks[0]["after_skip"], ranks[1]["after_skip"]
+    assert all(torch.equal(a2[k], b2[k]) and not torch.equal(a2[k], a[k]) for k in a2)
     # Rank 0 wrote the checkpoint; no temporary files are left.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.pt", "rank0.pt", "rank1.pt"]
 
