@@ -103,6 +103,23 @@ _ADJOINT_ADVICE = (
 )
 
 
+_TRANSFORMS = (
+    "ThetaLayer(backward='adjoint') does not support torch.func transforms (vmap, jvp, jacrev, "
+    "jacfwd) or forward-mode AD: its gradient is a custom backward solve, which they would skip "
+    "(a jvp would silently be zero). The layer is already batched; for Jacobians use "
+    "torch.autograd.functional.jacobian or irn.stability.batch_jacobian, or build the layer with "
+    "backward='unrolled'."
+)
+
+
+def _transformed(x: torch.Tensor) -> bool:
+    """Whether ``x`` is inside a torch.func transform or carries a forward-mode tangent."""
+    from torch._C._functorch import is_functorch_wrapped_tensor
+    from torch.autograd import forward_ad
+
+    return bool(is_functorch_wrapped_tensor(x)) or forward_ad.unpack_dual(x).tangent is not None
+
+
 class ThetaLayer(nn.Module):
     """Implicit residual layer ``y = x + Φ(x, y)`` solved by a batched nonlinear solver.
 
@@ -355,6 +372,8 @@ class ThetaLayer(nn.Module):
         """
         if not isinstance(x, torch.Tensor) or x.dim() < 2:
             raise ValueError("x must be a tensor shaped (batch, *state)")
+        if self.backward == "adjoint" and _transformed(x):
+            raise ValueError(_TRANSFORMS)
         if not bool(torch.isfinite(x).all()):
             raise ValueError("x contains non-finite values (nan or inf)")
         step = self.step(theta, h)

@@ -292,3 +292,31 @@ class _AffineMap(nn.Module):
 
     def forward(self, y):
         return y @ self.A.T + self.b
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda f, x: torch.func.jvp(f, (x,), (torch.ones_like(x),)),
+        lambda f, x: torch.func.jacrev(f)(x),
+        lambda f, x: torch.func.vmap(f)(x[:, None]),
+    ],
+)
+def test_torch_func_transforms_of_the_adjoint_raise_instead_of_returning_zero(transform):
+    """A jvp through the adjoint layer used to return a zero tangent silently."""
+    layer = irn.ThetaLayer(Scalar(-2.0), theta=1.0, h=0.5)
+    x = torch.randn(3, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="backward='unrolled'"):
+        transform(layer, x)
+    unrolled = irn.ThetaLayer(Scalar(-2.0), theta=1.0, h=0.5, backward="unrolled", tol=1e-12)
+    _, tangent = torch.func.jvp(unrolled, (x,), (torch.ones_like(x),))
+    torch.testing.assert_close(tangent, torch.full_like(x, 1 / 2.0))
+
+
+def test_newton_on_tiny_states():
+    """GMRES clamped norms at eps, so a state of size 1e-22 was never solved."""
+    A = torch.diag(torch.tensor([-1000.0, -1.0], dtype=torch.float64))
+    layer = irn.ThetaLayer(_Seq(_AffineMap(A, torch.zeros(2, dtype=torch.float64))), theta=1.0,
+                           h=0.25, solver="newton", on_failure="raise")  # fmt: skip
+    x = torch.tensor([[2.5e-22, 1e-22]], dtype=torch.float64)
+    torch.testing.assert_close(layer(x), x / torch.tensor([251.0, 1.25], dtype=torch.float64))

@@ -24,7 +24,8 @@ from irn.solvers import GMRES, Anderson, NewtonKrylov
         ({"solver": "anderson", "solver_options": {"tol": 1e-3}}, r"pass tol= to the layer"),
         ({"solver_options": {"max_iter": 3}}, r"pass max_iter= to the layer"),
         ({"solver": "anderson", "solver_options": {"memory": 2.5}}, r"memory must be an int"),
-        ({"solver": "anderson", "solver_options": {"damping": 3.0}}, r"damping must be"),
+        ({"solver": "anderson", "solver_options": {"damping": -1.0}}, r"damping must be"),
+        ({"solver": "fixed-point", "solver_options": {"damping": float("inf")}}, r"damping must"),
         ({"solver_options": {"memory": 8}}, r"'fixed-point' accepts the options"),
         ({"adjoint_options": {"restrat": 5}}, r"adjoint_solver .* accepts .*restrat"),
         ({"adjoint_solver": "gmres", "adjoint_options": {"tol": 1}}, r"pass adjoint_tol="),
@@ -53,6 +54,22 @@ def test_configuration_objects_validate_themselves():
     assert layer.adjoint_config().restart == 9
     layer(torch.randn(4, 3, dtype=torch.float64)).sum().backward()
     assert layer.stats.converged and layer.stats.backward_converged
+
+
+def test_a_declared_disc_in_the_right_half_plane_gives_damping_above_two():
+    """center 0.5, radius 0.4, θh = 1.05: c = 1 − θh·center = 0.475, β = 1/c ≈ 2.1 > 2."""
+
+    class Declared(nn.Module):
+        center, radius = 0.5, 0.4
+
+        def forward(self, t, y):
+            return 0.5 * y + 0.4 * torch.tanh(y)
+
+    for solver in ("auto", "fixed-point", "anderson"):
+        layer = irn.ThetaLayer(Declared(), theta=1.0, h=1.05, solver=solver, on_failure="raise")
+        assert layer.damping() == pytest.approx(1 / 0.475)
+        layer(torch.randn(4, 3, dtype=torch.float64))
+        assert layer.stats.converged
 
 
 def test_a_field_returning_a_tuple_gets_a_plain_message():

@@ -151,6 +151,8 @@ def stiff_ode_solution(t: _ArrayT, t0: float | _ArrayT, y0: float | _ArrayT) -> 
     p(t) = (400 cos t + 20 sin t) / 401. Arguments broadcast (numpy or torch).
     """
     xp = _xp(t)
+    if xp is torch:  # t0 may be a float next to a tensor t
+        t0 = torch.as_tensor(t0, dtype=t.dtype, device=t.device)
 
     def particular(s: float | _ArrayT) -> _ArrayT:
         return (400.0 * xp.cos(s) + 20.0 * xp.sin(s)) / 401.0

@@ -51,10 +51,11 @@ def _positive_int(cls: str, name: str, value: Any) -> None:
 def _damping(cls: str, name: str, value: Any) -> None:
     if value is None:
         return
+    # Any β > 0 can be right: a declared disc centred at c > 0 with c < ½ gives β = 1/c > 2.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{cls}: {name} must be a float in (0, 2) or None, got {value!r}")
-    if not (math.isfinite(value) and 0.0 < value < 2.0):
-        raise ValueError(f"{cls}: {name} must be a float in (0, 2) or None, got {value!r}")
+        raise ValueError(f"{cls}: {name} must be a finite float > 0 or None, got {value!r}")
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"{cls}: {name} must be a finite float > 0 or None, got {value!r}")
 
 
 @dataclass(frozen=True)

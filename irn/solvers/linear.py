@@ -71,7 +71,7 @@ def gmres(
     done = res <= tol
     total = 0
     history = [float(res.max())]
-    eps = torch.finfo(b.dtype).eps
+    eps, tiny = torch.finfo(b.dtype).eps, torch.finfo(b.dtype).tiny
     bnorm = torch.linalg.vector_norm(b.detach(), dim=1).clamp_min(torch.finfo(b.dtype).tiny)
     # A preallocated basis is written in place; unrolled (differentiable) solves keep a list.
     inplace = not (torch.is_grad_enabled() and b.requires_grad)
@@ -79,7 +79,7 @@ def gmres(
         m = min(restart, max_iter - total)
         beta = _norm(r)
         active = ~done
-        v0 = torch.where(active[:, None], r / beta.clamp_min(eps)[:, None], torch.zeros_like(r))
+        v0 = torch.where(active[:, None], r / beta.clamp_min(tiny)[:, None], torch.zeros_like(r))
         if inplace:
             basis = b.new_empty(bsz, m + 1, n)  # only the filled slots are ever read
             basis[:, 0] = v0
@@ -101,8 +101,9 @@ def gmres(
             hcol = hcol + h2
             hk1 = _norm(w)
             # hk1 ~ 0 is a "happy breakdown": the sample is solved exactly in this space.
-            ok = hk1 > eps * hcol.abs().amax(1).clamp_min(eps)
-            v_next = torch.where(ok[:, None], w / hk1.clamp_min(eps)[:, None], torch.zeros_like(w))
+            # Relative to the column, so tiny (e.g. 1e-22) states are solved like any other.
+            ok = hk1 > eps * hcol.abs().amax(1).clamp_min(tiny)
+            v_next = torch.where(ok[:, None], w / hk1.clamp_min(tiny)[:, None], torch.zeros_like(w))
             if inplace:
                 basis[:, k + 1] = v_next
             else:
@@ -110,7 +111,7 @@ def gmres(
             h = list(hcol.unbind(1))
             for j in range(k):  # apply the earlier rotations to the new column
                 h[j], h[j + 1] = cs[j] * h[j] + sn[j] * h[j + 1], -sn[j] * h[j] + cs[j] * h[j + 1]
-            rho = torch.sqrt((h[k] ** 2 + hk1**2).clamp_min(eps**2))
+            rho = torch.hypot(h[k], hk1).clamp_min(tiny)  # hypot: no underflow of the squares
             # Frozen samples get a unit column (c = 1, s = 0) and a zero right-hand side entry.
             c = torch.where(active, h[k] / rho, torch.ones_like(rho))
             s = torch.where(active, hk1 / rho, torch.zeros_like(rho))

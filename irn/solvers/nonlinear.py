@@ -168,19 +168,25 @@ def _mixing(G: torch.Tensor, rhs: torch.Tensor, r: torch.Tensor) -> torch.Tensor
     differences are collinear or an iteration stalls, and its entries span many orders of
     magnitude (early differences are large, late ones small). So we solve
 
-        (G + δ·diag(G) + μ I) γ = rhs,   δ = √eps,   μ = √eps·‖r‖²,
+        (G + δ·diag(G) + μ I) γ = rhs,   δ = j·eps(G),   μ = √eps·‖r‖²,
 
-    which is positive definite for any history: the relative ridge ``δ`` makes collinear
-    differences well-posed at every scale, and the absolute ridge ``μ`` suppresses differences
-    at the level of rounding (a stalled iteration's ``ΔR`` is noise; mixing it would extrapolate
-    far away). The system is Jacobi-scaled to a unit diagonal and factored with
-    ``cholesky_ex``, which reports a failure instead of raising; a sample whose factorization
-    fails or whose γ is not finite gets γ = 0, a plain damped step. The small solve runs in
-    float64 for float64 states and in float32 otherwise (no half-precision CPU factorization).
+    which is positive definite for any history. The absolute ridge ``μ`` (scaled to the
+    current residual, so early, large differences do not swamp it) suppresses differences at
+    the level of rounding: a stalled iteration's ``ΔR`` is noise, and mixing it would
+    extrapolate far away. The relative ridge ``δ`` only lifts the rounding error of G itself
+    (an exactly collinear history has eigenvalues of order ``±eps·‖G‖``, on which LU met an
+    exact zero pivot on some CPUs); it is that small because hard problems need Anderson's
+    near-collinear extrapolation. The system is Jacobi-scaled to a unit diagonal and factored
+    in float64 with ``cholesky_ex``, which reports a failure instead of raising; a sample whose
+    factorization fails or whose γ is not finite gets γ = 0, a plain damped step.
     """
     dtype = G.dtype
-    work = torch.float64 if dtype == torch.float64 else torch.float32
+    # float64 for the tiny (j × j) solve whatever the state's dtype (half precision has no CPU
+    # factorization at all); MPS has no float64, float32 is the widest there.
+    work = torch.float32 if G.device.type == "mps" else torch.float64
+    j = G.shape[-1]
     reg = torch.finfo(dtype).eps ** 0.5
+    delta = j * torch.finfo(dtype).eps
     G, rhs = G.to(work), rhs.to(work)
     tiny = torch.finfo(work).tiny
     mu = reg * (r.detach().to(work) ** 2).sum(1) + tiny
@@ -188,9 +194,9 @@ def _mixing(G: torch.Tensor, rhs: torch.Tensor, r: torch.Tensor) -> torch.Tensor
     # Differences far below the ridge would get γ_j ≈ 0 anyway; dropping them keeps μ/d finite.
     live = d > torch.finfo(work).eps * mu[:, None]
     s = torch.where(live, d.clamp_min(tiny).rsqrt(), torch.zeros_like(d))
-    eye = torch.eye(G.shape[-1], dtype=work, device=G.device)
+    eye = torch.eye(j, dtype=work, device=G.device)
     # Scaled: unit diagonal + δ + μ/d_j; a dropped difference gets a unit row and zero rhs.
-    diag = torch.where(live, reg + mu[:, None] * s * s, 1.0)
+    diag = torch.where(live, delta + mu[:, None] * s * s, 1.0)
     A = G * s[:, :, None] * s[:, None, :] + torch.diag_embed(diag)
     L, info = torch.linalg.cholesky_ex(A)
     ok = info == 0
