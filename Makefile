@@ -16,10 +16,13 @@ TORCH := torch==2.13.0
 NOTEBOOKS  := $(wildcard book/*.ipynb)
 # pytest-xdist workers; --dist loadfile keeps each notebook (one kernel) on one worker.
 WORKERS ?= 2
-PYTEST  := $(VENV)/bin/pytest -n $(WORKERS) --dist loadfile --nbval --nbval-current-env \
-	--nbval-sanitize-with nbval_sanitize.cfg -m "not browser"
+# Every process started with this PYTHONPATH (notebook kernels included) installs the test
+# suite's network guard (tests/netguard/sitecustomize.py): nothing may open a connection.
+NOGUARD := PYTHONPATH=$(CURDIR)/tests/netguard
+PYTEST  := $(NOGUARD) $(VENV)/bin/pytest -n $(WORKERS) --dist loadfile --nbval \
+	--nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg -m "not browser"
 # Only the folders that exist (empty ones are not in git); ruff fails on a missing path.
-LINT_PATHS := $(wildcard irn tests benchmarks scripts)
+LINT_PATHS := $(wildcard irn tests benchmarks scripts _ext)
 
 # Kernels must pick matplotlib's backend themselves: ipykernel selects its inline backend (headless,
 # Agg-based) only when MPLBACKEND is unset. With MPLBACKEND=Agg inherited from the shell, notebook
@@ -56,8 +59,9 @@ test-other-cpu: $(STAMP)
 	MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default $(PYTEST)
 
 # Every page of the built book in headless Chromium (run `make book` first).
+# IRN_BROWSER_REQUIRED=1: a missing Chromium or a stale build fails instead of skipping.
 test-browser: $(STAMP)
-	$(VENV)/bin/pytest -m browser tests/test_browser.py
+	IRN_BROWSER_REQUIRED=$${IRN_BROWSER_REQUIRED:-0} $(VENV)/bin/pytest -m browser tests/test_browser.py
 
 # The book renders the outputs stored in the notebooks (execute_notebooks: "off" in
 # _config.yml); run `make notebooks` first after changing a notebook or the library.
@@ -67,7 +71,7 @@ book: $(STAMP)
 
 # Re-execute every notebook in place, storing fresh outputs (and widget state).
 notebooks: $(STAMP)
-	$(PY) scripts/run_notebooks.py $(NOTEBOOKS)
+	$(NOGUARD) $(PY) scripts/run_notebooks.py $(NOTEBOOKS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
