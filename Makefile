@@ -18,8 +18,8 @@ NOTEBOOKS  := $(wildcard book/*.ipynb)
 WORKERS ?= 2
 # Every process started with this PYTHONPATH (notebook kernels included) installs the test
 # suite's network guard (tests/netguard/sitecustomize.py): nothing may open a connection.
-NOGUARD := PYTHONPATH=$(CURDIR)/tests/netguard
-PYTEST  := $(NOGUARD) $(VENV)/bin/pytest -n $(WORKERS) --dist loadfile --nbval \
+NETGUARD := PYTHONPATH=$(CURDIR)/tests/netguard
+PYTEST  := $(NETGUARD) $(VENV)/bin/pytest -n $(WORKERS) --dist loadfile --nbval \
 	--nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg -m "not browser"
 # Only the folders that exist (empty ones are not in git); ruff fails on a missing path.
 LINT_PATHS := $(wildcard irn tests benchmarks scripts _ext)
@@ -71,7 +71,7 @@ book: $(STAMP)
 
 # Re-execute every notebook in place, storing fresh outputs (and widget state).
 notebooks: $(STAMP)
-	$(NOGUARD) $(PY) scripts/run_notebooks.py $(NOTEBOOKS)
+	$(NETGUARD) $(PY) scripts/run_notebooks.py $(NOTEBOOKS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
