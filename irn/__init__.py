@@ -5,7 +5,18 @@ replaces it by an implicit θ-method step whose output is a fixed point, solved 
 nonlinear solvers and differentiated with the implicit-function theorem.
 """
 
-from . import data, fields, regularizers, solvers, spectral, stability, train
+from . import (
+    checkpoint,
+    data,
+    distributed,
+    fields,
+    regularizers,
+    scheme,
+    solvers,
+    spectral,
+    stability,
+    train,
+)
 from .fields import MLP, ConvField, SpectralNormalized
 from .layers import ThetaLayer, ThetaStats
 from .models import ImplicitResNet, Trajectory
@@ -24,9 +35,12 @@ __all__ = [
     "ThetaLayer",
     "ThetaStats",
     "Trajectory",
+    "checkpoint",
     "data",
+    "distributed",
     "fields",
     "regularizers",
+    "scheme",
     "solvers",
     "spectral",
     "stability",
