@@ -154,9 +154,12 @@ def test_spectrally_normalized_models_pickle_and_torch_save(tmp_path):
 
 def test_the_readme_snippet_runs():
     text = (Path(__file__).parents[1] / "README.md").read_text()
-    section = text.split("## Using the library", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    exec(compile(code, "README.md", "exec"), {})
+    section = text.split("## Using the library", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2  # the quick tour and the drop-in example, run in one namespace
+    namespace: dict = {}
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), namespace)
 
 
 @pytest.mark.parametrize(
