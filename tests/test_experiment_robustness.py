@@ -164,17 +164,34 @@ def _fake(acc: np.ndarray) -> dict:
 
 def test_trend_verdicts():
     base = np.array([100.0, 80.0, 60.0])
-    spread = np.array([-1.0, 0.0, 1.0])[:, None]  # three seeds, std 0.82
+    spread = np.array([-1.0, 0.0, 1.0])[:, None]  # three seeds
     rising = np.stack([base + 10 * t + spread for t in (0, 1, 2)])  # (θ, seed, std)
-    assert rb.trend(_fake(rising))["verdict"] == "holds"
+    out = rb.trend(_fake(rising))
+    assert out["verdict"] == "holds"
+    assert out["gaps"] == pytest.approx([20.0, 20.0]) and out["gap_sd"] == pytest.approx([0, 0])
+    assert out["spread"] == pytest.approx([np.sqrt(4 / 3)] * 2)  # unpaired: hypot of seed sds
     assert rb.trend(_fake(rising[::-1].copy()))["verdict"] == "reversed"
     flat = np.stack([base + spread] * 3)
     assert rb.trend(_fake(flat))["verdict"] == "inconclusive"
-    within = np.stack([base + spread, base + spread, base + 1.0 + spread])  # gap 1 < 2·1.15
-    assert rb.trend(_fake(within))["verdict"] == "inconclusive"
+    # Paired: a small gap that every seed shows holds, a larger one with mixed signs does not.
+    small = np.stack([base + spread, base + spread, base + 0.5 + spread])
+    assert rb.trend(_fake(small))["verdict"] == "holds"
+    mixed = np.stack([base + spread, base + spread, base + 0.5 + spread[::-1]])  # d: 2.5, .5, -1.5
+    assert rb.trend(_fake(mixed))["min_gap"] == pytest.approx([-1.5, -1.5])
+    assert rb.trend(_fake(mixed))["verdict"] == "inconclusive"
+    # Every seed positive but the mean within two standard errors: d = 0.1, 0.1, 5.
+    noisy = small.copy()
+    noisy[2, :, 1:] = (base + spread)[:, 1:] + np.array([[0.1], [0.1], [5.0]])
+    assert rb.trend(_fake(noisy))["verdict"] == "inconclusive"
+    # The rank correlation must be positive too: θ = ½ far below θ = 0.
+    dip = rising.copy()
+    dip[1] -= 50
+    assert rb.trend(_fake(dip))["verdict"] == "holds"  # Spearman 0.5 > 0
+    dip[1] += 100
+    assert rb.trend(_fake(dip))["spearman"] == pytest.approx([0.5, 0.5])
     out = rb.trend(_fake(rising), min_std=0.4)
     assert out["stds"] == [0.5] and out["gaps"] == pytest.approx([20.0])
-    assert rb.trend(_fake(rising[:, :1]))["verdict"] == "inconclusive"  # one seed: no spread
+    assert rb.trend(_fake(rising[:, :2]))["verdict"] == "inconclusive"  # two seeds: too few
     with pytest.raises(ValueError, match="std"):
         rb.trend(_fake(rising), min_std=0.9)
 

@@ -84,8 +84,9 @@ class Config:
     activation: str = "relu"  # activation of the field (1-Lipschitz keeps the disc bound)
     steps: int = 2  # θ-steps T (one shared field)
     interval: float = 2.0  # time interval; step size h = interval / steps
-    limits: str = "eigenvalues"  # band of ∂F/∂y: "eigenvalues" [alpha, beta] for every θ, or
-    # "stability": per θ the band where R(hλ) runs over [r_min, r_max] (paper-notes §3.3)
+    # Band of ∂F/∂y: "eigenvalues" [alpha, beta] for every θ, or "stability": per θ the
+    # band where R(hλ) runs over [r_min, r_max] on the real axis (paper-notes §3.3).
+    limits: str = "eigenvalues"
     alpha: float = -2.5  # left end of the eigenvalue band (the paper's table: -2.5)
     beta: float = 1.0  # right end (the paper's 1.0 is the pole 1/(θh) of R for θ = 1, h = 1)
     r_min: float = 0.3  # least R(hλ) on the real axis for limits="stability"
@@ -379,11 +380,17 @@ def summarize(results: dict, key: str = "accuracy", split: str = "train") -> dic
 def trend(results: dict, split: str = "train", min_std: float = 0.3) -> dict:
     """Does top-1 accuracy at noise std ≥ ``min_std`` rise from θ = 0 to θ = 1?
 
-    For each such std: the gap ``mean(θ=1) − mean(θ=0)`` over seeds, and its noise level
-    ``s = sqrt(sd₀² + sd₁²)`` (seed standard deviations). Verdict ``"holds"`` if every gap
-    exceeds ``2s`` and the mean accuracy is positively rank-correlated with θ (Spearman) at
-    every such std, ``"reversed"`` if every gap is below ``−2s``, else (and always with fewer
-    than 3 seeds) ``"inconclusive"``.
+    The runs of one seed share initial weights, mini-batches and noise draws across θ, so
+    the comparison is paired: per seed ``d = acc(θ=1) − acc(θ=0)``. Verdict ``"holds"`` if at
+    every such std every seed has ``d > 0``, the mean ``d`` exceeds twice its standard error
+    ``sd(d)/√n`` and the mean accuracy is positively rank-correlated with θ (Spearman);
+    ``"reversed"`` if every ``d < 0`` with the mean below minus twice its standard error;
+    otherwise (and always with fewer than 3 seeds) ``"inconclusive"``.
+
+    Returns:
+        ``verdict``, and per std: ``gaps`` (mean ``d``), ``gap_sd`` (its seed standard
+        deviation), ``min_gap``/``max_gap`` over seeds, ``spread`` (the unpaired
+        ``sqrt(sd₀² + sd₁²)`` of the two θ's accuracies) and ``spearman``.
     """
     res = results.get("results", results)
     thetas = np.asarray(res["thetas"])
@@ -393,21 +400,25 @@ def trend(results: dict, split: str = "train", min_std: float = 0.3) -> dict:
     cols = np.flatnonzero(stds >= min_std - 1e-12)
     if cols.size == 0:
         raise ValueError(f"no noise std >= {min_std} in the results")
-    s = summarize(res, "accuracy", split)
+    acc = np.asarray(res["accuracy"][split], dtype=float)[:, :, cols]  # (θ, seed, std)
     i0, i1 = int(np.flatnonzero(thetas == 0.0)[0]), int(np.flatnonzero(thetas == 1.0)[0])
-    gaps = s["mean"][i1, cols] - s["mean"][i0, cols]
-    noise = np.hypot(s["std"][i1, cols], s["std"][i0, cols])
-    ranks = [_spearman(thetas, s["mean"][:, c]) for c in cols]
-    if len(res["seeds"]) < 3:  # no spread to compare the gaps with
+    d = acc[i1] - acc[i0]  # (seed, std)
+    n = d.shape[0]
+    gaps, gap_sd = d.mean(0), d.std(0, ddof=1) if n > 1 else np.zeros(d.shape[1])
+    margin = 2 * gap_sd / np.sqrt(n)
+    ranks = [_spearman(thetas, acc[:, :, c].mean(1)) for c in range(len(cols))]
+    if n < 3:  # too few pairs to tell a trend from chance
         verdict = "inconclusive"
-    elif np.all(gaps > 2 * noise) and all(r > 0 for r in ranks):
+    elif (d > 0).all() and (gaps > margin).all() and all(r > 0 for r in ranks):
         verdict = "holds"
-    elif np.all(gaps < -2 * noise):
+    elif (d < 0).all() and (gaps < -margin).all():
         verdict = "reversed"
     else:
         verdict = "inconclusive"
+    spread = np.hypot(acc[i0].std(0), acc[i1].std(0))
     return {"verdict": verdict, "stds": stds[cols].tolist(), "gaps": gaps.tolist(),
-            "noise": noise.tolist(), "spearman": ranks}  # fmt: skip
+            "gap_sd": gap_sd.tolist(), "min_gap": d.min(0).tolist(),
+            "max_gap": d.max(0).tolist(), "spread": spread.tolist(), "spearman": ranks}  # fmt: skip
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
