@@ -66,6 +66,8 @@ def test_tiny_run_is_fast_and_complete(tiny):
         assert (np.asarray(res["top2"][split]) >= np.asarray(res["accuracy"][split])).all()
     assert np.asarray(res["contraction_max"]).shape == (2, 1, 2)  # (θ, seed, layer)
     assert (np.asarray(res["contraction_max"]) >= np.asarray(res["contraction_median"])).all()
+    assert (np.asarray(res["gain_max"]) >= np.asarray(res["gain_median"])).all()
+    assert np.asarray(res["gain_median"]).min() > 0
     assert res["iterations"][0] == [0.0] and res["iterations"][1][0] > 0  # θ = 0 solves nothing
     assert res["bands"] == [[-2.5, 1.0], [-2.5, 1.0]]
 
@@ -103,6 +105,7 @@ def test_json_round_trip(tiny, tmp_path):
         ("interval", 0.0),
         ("lr", -1.0),
         ("mnist", "/nonexistent/folder"),
+        ("gain_std", 0.0),
     ],
 )
 def test_bad_values_raise(field, value):
@@ -125,6 +128,21 @@ def test_stability_band_gives_the_requested_contraction():
         np.testing.assert_allclose(r, [0.3, 1.5], rtol=1e-12)
     # paper-notes §3.3 (h = 1): θ = 1 gives the band [-2.33, 0.33]
     np.testing.assert_allclose(rb.band(config, 1.0), (-7 / 3, 1 / 3), rtol=1e-12)
+
+
+def test_block_gain_of_an_affine_block():
+    # With F(y) = c·y (weights of the inner field zeroed) each step multiplies by R(hc),
+    # so every image's gain is |R(hc)|^T exactly.
+    config = rb.Config(dim=3, width=4)
+    for theta in (0.0, 0.5, 1.0):
+        net = rb.build_model(config, theta, (1, 8, 8), 10).double().eval()
+        with torch.no_grad():
+            for p in net.layers[0].field.field.parameters():
+                p.zero_()
+        x = torch.rand(5, 1, 8, 8, dtype=torch.float64)
+        c = net.layers[0].field.center  # (α + β)/2 = -0.75
+        expected = abs(stability_function(c * config.h, theta)) ** config.steps
+        assert rb.block_gain(net, x, 0.3, seed=0) == pytest.approx([expected] * 5, rel=1e-6)
 
 
 @pytest.mark.parametrize("theta", [0.0, 0.5, 1.0])

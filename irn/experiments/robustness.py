@@ -15,7 +15,8 @@ local IDX files via ``mnist``), a small MLP (or conv) field on a linear (conv) e
 instead of three conv IRN blocks, a few epochs instead of 200, several seeds instead of one,
 and evaluation on held-out images as well as on the training images (the paper's choice).
 Per layer the run also records max |R(hλ)| over a few samples
-(:func:`irn.stability.trajectory_spectrum`) and the time per epoch and per evaluation.
+(:func:`irn.stability.trajectory_spectrum`), the measured noise gain of the θ-steps, and the
+time per epoch and per evaluation.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class Config:
     lr: float = 3e-2  # Adam learning rate (the paper: 1e-2)
     alpha_div: float = 0.0  # weight of the divergence regularizer (the paper's runs: 0.1)
     spectrum_samples: int = 8  # training images whose layer spectra give max |R(hλ)|
+    gain_std: float = 0.3  # pixel noise std at which the θ-steps' noise gain is measured
 
     def __post_init__(self) -> None:
         self.thetas = tuple(float(t) for t in self.thetas)
@@ -127,6 +129,7 @@ class Config:
             ("lr", self.lr > 0, "> 0"),
             ("alpha_div", self.alpha_div >= 0, ">= 0"),
             ("spectrum_samples", self.spectrum_samples >= 1, ">= 1"),
+            ("gain_std", self.gain_std > 0, "> 0"),
         ]  # fmt: skip
         for name, ok, rule in checks:
             if not ok:
@@ -277,11 +280,29 @@ def contraction(net: ImplicitResNet, x: torch.Tensor) -> tuple[list[float], list
     return [float(m.max()) for m in per_sample], [float(m.median()) for m in per_sample]
 
 
+@torch.no_grad()
+def block_gain(net: ImplicitResNet, x: torch.Tensor, std: float, seed: int) -> list[float]:
+    """How much the θ-steps alone amplify real input noise, per image:
+    ``‖y_T(x+ε) − y_T(x)‖ / ‖y_0(x+ε) − y_0(x)‖`` with ε ~ N(0, std²) on the pixels and
+    ``y_0`` the embedded state (the embedding and the classifier are left out)."""
+    key = np.random.SeedSequence([seed, 2]).generate_state(1)[0]
+    noisy = irn_data.add_gaussian_noise(x, std, generator=torch.Generator().manual_seed(int(key)))
+    ratios = []
+    for i in range(0, len(x), _EVAL_BATCH):
+        _, clean = net(x[i : i + _EVAL_BATCH], return_trajectory=True)
+        _, pert = net(noisy[i : i + _EVAL_BATCH], return_trajectory=True)
+        out = (pert.states[-1] - clean.states[-1]).flatten(1).norm(dim=1)
+        ratios.append(out / (pert.states[0] - clean.states[0]).flatten(1).norm(dim=1))
+    return torch.cat(ratios).tolist()
+
+
 # --------------------------------------------------------------------------------------- run
 # Per-run scalars (or per-layer lists) copied into results[key][θ][seed].
 _PER_RUN = (
     "contraction_max",
     "contraction_median",
+    "gain_median",
+    "gain_max",
     "final_loss",
     "iterations",
     "backward_iterations",
@@ -304,12 +325,15 @@ def _one(config: Config, theta: float, seed: int, tensors) -> dict:
     train = _noise_sweep(net, x_tr, y_tr, config, seed, 0)
     test = _noise_sweep(net, x_te, y_te, config, seed, 1)
     c_max, c_med = contraction(net, x_tr[: config.spectrum_samples])
+    gain = np.asarray(block_gain(net, x_tr, config.gain_std, seed))
     backward = [b for b in history.backward_iterations if b is not None]
     return {
         "train": train,
         "test": test,
         "contraction_max": [round(c, 4) for c in c_max],
         "contraction_median": [round(c, 4) for c in c_med],
+        "gain_median": round(float(np.median(gain)), 4),
+        "gain_max": round(float(gain.max()), 4),
         "final_loss": round(history.loss[-1], 5),
         "iterations": round(float(np.mean(history.iterations)), 3),
         "backward_iterations": round(float(np.mean(backward)), 3) if backward else 0.0,
