@@ -41,8 +41,8 @@ class _Usage(Exception):
 
 # ------------------------------------------------------------------- options from a Config
 def _field_comments(cls: type) -> dict[str, str]:
-    """Trailing ``# comments`` of a dataclass's fields (with comment-only lines right below
-    a field as continuations), or the field's line in the class docstring."""
+    """Help text of every dataclass field: its trailing ``# comment``, else the comment lines
+    right above it, else its ``name: text`` line in the class docstring."""
     try:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):
@@ -62,14 +62,12 @@ def _field_comments(cls: type) -> dict[str, str]:
     out: dict[str, str] = {}
     for node in ast.parse(source).body[0].body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            row, parts = node.end_lineno, []
-            if row in comments:
-                parts.append(comments[row])
-            row += 1
-            while row in comments and row not in code_lines:  # continuation comment lines
-                parts.append(comments[row])
-                row += 1
-            text = " ".join(parts) or docs.get(node.target.id, "")
+            text = comments.get(node.end_lineno, "")
+            row, above = node.lineno - 1, []
+            while not text and row in comments and row not in code_lines:
+                above.insert(0, comments[row])
+                row -= 1
+            text = text or " ".join(above) or docs.get(node.target.id, "")
             out[node.target.id] = text.replace("%", "%%")  # argparse formats help with %
     return out
 

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -123,7 +124,28 @@ def meta(wall_time: float) -> dict[str, Any]:
         "cpu": _cpu_model(),
         "machine": platform.machine(),
         "python": platform.python_version(),
+        "irn_commit": _git_commit(),
     }
+
+
+def _git_commit() -> str | None:
+    """The commit of the irn checkout that ran (``+dirty`` with uncommitted changes to irn/),
+    or None outside a git checkout: results record the code that made them."""
+    root = Path(__file__).resolve().parents[2]
+    git = ["git", "-C", str(root)]
+    try:
+        head = subprocess.run(
+            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no", "--", "irn"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _cpu_model() -> str:
