@@ -16,7 +16,6 @@ the backward pass.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 from dataclasses import dataclass
 
@@ -24,6 +23,15 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ._layer_checks import (
+    ADJOINT_ADVICE,
+    FORWARD_ADVICE,
+    SINGULAR_ADVICE,
+    TRANSFORMS,
+    finite_positive,
+    positive_int,
+    transformed,
+)
 from .adjoint import AdjointConfig, ImplicitStep
 from .scheme import SCHEMES, ThetaScheme
 from .solvers import (
@@ -67,57 +75,6 @@ class ThetaStats:
 
 def _get(stats: SolverStats | None, name: str):
     return None if stats is None else getattr(stats, name)
-
-
-def _finite_positive(name: str, value, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _positive_int(name: str, value, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
-
-
-_FORWARD_ADVICE = (
-    "Try: a larger max_iter (now {max_iter}), solver='newton', a smaller theta*h, or a field "
-    "with a declared spectrum (irn.SpectralNormalized); on_failure='warn' goes on with the "
-    "best iterate"
-)
-_SINGULAR_ADVICE = (
-    "A non-finite residual means the step may be singular (1 - theta*h*lambda = 0 for an "
-    "eigenvalue lambda of dF/dy) or the field overflowed: use a smaller h or bound the field's "
-    "spectrum (irn.SpectralNormalized)"
-)
-_ADJOINT_ADVICE = (
-    "Try: adjoint_solver='gmres', a larger adjoint_max_iter (now {max_iter}) or a looser "
-    "adjoint_tol; on_failure='warn' goes on with the best solution"
-)
-
-
-_TRANSFORMS = (
-    "ThetaLayer(backward='adjoint') does not support torch.func transforms (vmap, jvp, jacrev, "
-    "jacfwd) or forward-mode AD: its gradient is a custom backward solve, which they would skip "
-    "(a jvp would silently be zero). The layer is already batched; for Jacobians use "
-    "torch.autograd.functional.jacobian or irn.stability.batch_jacobian, or build the layer with "
-    "backward='unrolled'."
-)
-
-
-def _transformed(x: torch.Tensor) -> bool:
-    """Whether ``x`` is inside a torch.func transform or carries a forward-mode tangent."""
-    from torch._C._functorch import is_functorch_wrapped_tensor
-    from torch.autograd import forward_ad
-
-    return bool(is_functorch_wrapped_tensor(x)) or forward_ad.unpack_dual(x).tangent is not None
 
 
 class ThetaLayer(nn.Module):
@@ -214,10 +171,10 @@ class ThetaLayer(nn.Module):
             adjoint_solver if isinstance(adjoint_solver, str) else adjoint_solver.name
         )
         self.backward, self.on_failure = backward, on_failure
-        self.tol = _finite_positive("tol", tol, allow_none=True)
-        self.max_iter = _positive_int("max_iter", max_iter)
-        self.adjoint_tol = _finite_positive("adjoint_tol", adjoint_tol, allow_none=True)
-        self.adjoint_max_iter = _positive_int("adjoint_max_iter", adjoint_max_iter, True)
+        self.tol = finite_positive("tol", tol, allow_none=True)
+        self.max_iter = positive_int("max_iter", max_iter)
+        self.adjoint_tol = finite_positive("adjoint_tol", adjoint_tol, allow_none=True)
+        self.adjoint_max_iter = positive_int("adjoint_max_iter", adjoint_max_iter, True)
         self._local = threading.local()
         self._warned: set = set()
 
@@ -372,8 +329,8 @@ class ThetaLayer(nn.Module):
         """
         if not isinstance(x, torch.Tensor) or x.dim() < 2:
             raise ValueError("x must be a tensor shaped (batch, *state)")
-        if self.backward == "adjoint" and _transformed(x):
-            raise ValueError(_TRANSFORMS)
+        if self.backward == "adjoint" and transformed(x):
+            raise ValueError(TRANSFORMS)
         if not bool(torch.isfinite(x).all()):
             raise ValueError("x contains non-finite values (nan or inf)")
         step = self.step(theta, h)
@@ -430,7 +387,7 @@ class ThetaLayer(nn.Module):
             )
         stats = ThetaStats(fstats)
         self.stats = stats
-        advice = _SINGULAR_ADVICE if fstats.residual == float("inf") else _FORWARD_ADVICE
+        advice = SINGULAR_ADVICE if fstats.residual == float("inf") else FORWARD_ADVICE
         enforce(
             fstats,
             self.on_failure,
@@ -458,7 +415,7 @@ class ThetaLayer(nn.Module):
             self.on_failure,
             report,
             self._where(name, "adjoint solve"),
-            _ADJOINT_ADVICE.format(max_iter=adjoint_max_iter),
+            ADJOINT_ADVICE.format(max_iter=adjoint_max_iter),
             self._warned,
         )
         y_leaf = y.detach().requires_grad_(True)
