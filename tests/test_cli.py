@@ -228,3 +228,8 @@ def test_saved_json_keeps_number_lists_on_one_line(tmp_path):
     assert '"t": [0.0, 0.5]' in text and '"grid": [[1, 2], [3, 4]]' in text
     back = experiments.load_results(path)
     assert back["results"]["rows"] == [{"a": [1.5]}] and back["results"]["nan"] != 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not private like a mkstemp file
+    experiments.save_results(results, path)  # overwriting works
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]

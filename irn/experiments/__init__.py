@@ -20,7 +20,7 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
+import uuid
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -193,7 +193,9 @@ def save_results(results: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     json.loads(text)  # the writer above must produce valid JSON (Python's dialect)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    # os.open with 0o666 honours the umask (mkstemp would make the file private, 0o600).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
