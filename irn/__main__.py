@@ -241,7 +241,13 @@ def _experiments(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     main_rank = _distributed_main()
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    results = module.run(config, progress=bool(progress and main_rank))
+    try:
+        results = module.run(config, progress=bool(progress and main_rank))
+    finally:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from . import distributed
+
+            distributed.cleanup()
     if not main_rank:
         return 0
     if args.out == "-":

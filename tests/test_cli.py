@@ -78,6 +78,30 @@ def test_tiny_run_writes_json(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_torchrun_two_ranks_match_one_process(tmp_path):
+    # DDP on CPU (gloo): rank 0 alone prints and writes, and the numbers match one process.
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    if not os.path.exists(torchrun):
+        pytest.skip("torchrun not installed next to this Python")
+    _fake_mnist(tmp_path)
+    args = [*TINY_ARGS, "--mnist", str(tmp_path), "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run(
+        [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "irn", "experiments",
+         "robustness", *args, "--out", str(tmp_path / "ddp.json")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr
+    assert ddp.stdout.count("top-1 accuracy") == 1  # one summary: rank 0 only
+    single = _irn("experiments", "robustness", *args, "--out", str(tmp_path / "one.json"))
+    assert single.returncode == 0, single.stderr
+    a = experiments.load_results(tmp_path / "ddp.json")["results"]
+    b = experiments.load_results(tmp_path / "one.json")["results"]
+    assert a["accuracy"] == b["accuracy"]
+    for key in ("final_loss", "contraction_max", "gain_median"):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, err_msg=key)
+
+
 # -------------------------------------------------------------------------------- in process
 @pytest.mark.parametrize(
     "argv, message",
