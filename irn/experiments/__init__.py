@@ -113,7 +113,9 @@ def run(name: str, config=None, *, full: bool = False, progress: bool = False, *
 
 
 def meta(wall_time: float) -> dict[str, Any]:
-    """What an experiment records about the machine that ran it (for its ``"meta"`` key)."""
+    """What an experiment records about the machine and code that ran it (its ``"meta"``
+    key). Call it when the run starts, so that ``irn_commit`` is the code that ran, and set
+    ``wall_time`` at the end."""
     import torch  # deferred: keeps listing experiments cheap
 
     return {

@@ -351,6 +351,7 @@ def run(config: Config, *, progress: bool = False) -> dict:
     accuracies are top-1 / top-2 in %.
     """
     start = time.perf_counter()
+    info = meta(0.0)  # now: the commit that runs, not the one checked out when it ends
     tensors = load_data(config)
     seeds = list(range(config.seeds))
     runs = {}
@@ -387,7 +388,7 @@ def run(config: Config, *, progress: bool = False) -> dict:
     return {
         "experiment": "robustness",
         "config": dataclasses.asdict(config),
-        "meta": meta(time.perf_counter() - start),
+        "meta": {**info, "wall_time": round(time.perf_counter() - start, 3)},
         "results": results,
     }
 
