@@ -26,7 +26,7 @@ TINY = dict(
     width=8,
     spectrum_samples=3,
 )
-TIMINGS = ("epoch_time", "eval_time")
+TIMINGS = ("epoch_time", "eval_time", "epoch_cpu_time", "eval_cpu_time")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,8 @@ def test_tiny_run_is_fast_and_complete(tiny):
     assert np.asarray(res["gain_median"]).min() > 0
     assert res["iterations"][0] == [0.0] and res["iterations"][1][0] > 0  # θ = 0 solves nothing
     assert res["bands"] == [[-2.5, 1.0], [-2.5, 1.0]]
+    for key in TIMINGS:
+        assert np.asarray(res[key]).shape == (2, 1) and np.asarray(res[key]).min() > 0, key
 
 
 def test_run_is_deterministic(tiny):

@@ -253,7 +253,7 @@ def _scores(net: ImplicitResNet, x, y, batch: int) -> tuple[float, float, float]
 def _noise_sweep(net, x, y, config: Config, seed: int, split: int) -> dict:
     """Accuracies at every noise std, averaged over draws. The noise depends on (seed, split,
     std, draw) only, so every θ sees exactly the same noisy images (common random numbers)."""
-    top1, top2, failed, seconds, passes = [], [], 0.0, 0.0, 0
+    top1, top2, failed, seconds, cpu, passes = [], [], 0.0, 0.0, 0.0, 0
     for i, std in enumerate(config.noise_stds):
         draws = 1 if std == 0 else config.noise_draws
         acc1 = acc2 = 0.0
@@ -262,14 +262,16 @@ def _noise_sweep(net, x, y, config: Config, seed: int, split: int) -> dict:
             gen = torch.Generator().manual_seed(int(key))
             clamp = (0.0, 1.0) if config.clamp else None
             noisy = irn_data.add_gaussian_noise(x, std, clamp=clamp, generator=gen)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             a1, a2, f = _scores(net, noisy, y, _EVAL_BATCH)
             seconds += time.perf_counter() - start
+            cpu += time.process_time() - start_cpu
             passes += 1
             acc1, acc2, failed = acc1 + a1 / draws, acc2 + a2 / draws, max(failed, f)
         top1.append(round(acc1, 3))
         top2.append(round(acc2, 3))
-    return {"top1": top1, "top2": top2, "unconverged": failed, "seconds": seconds / passes}
+    return {"top1": top1, "top2": top2, "unconverged": failed, "seconds": seconds / passes,
+            "cpu_seconds": cpu / passes}  # fmt: skip
 
 
 def contraction(net: ImplicitResNet, x: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -309,6 +311,8 @@ _PER_RUN = (
     "unconverged_training",
     "epoch_time",
     "eval_time",
+    "epoch_cpu_time",
+    "eval_cpu_time",
 )
 
 
@@ -320,7 +324,12 @@ def _one(config: Config, theta: float, seed: int, tensors) -> dict:
         epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=seed,
         alpha_div=config.alpha_div, progress=False,
     )  # fmt: skip
-    history = fit(net, F.cross_entropy, (x_tr, y_tr), train_cfg)
+    # CPU time at the end of every epoch; the differences leave out what precedes the first
+    # epoch (optimizer set-up, torch's lazy imports in the first run of a process).
+    ticks = [time.process_time()]
+    history = fit(net, F.cross_entropy, (x_tr, y_tr), train_cfg,
+                  callback=lambda epoch, hist: ticks.append(time.process_time()))  # fmt: skip
+    epoch_cpu = float(np.mean(np.diff(ticks[1:]))) if len(ticks) > 2 else ticks[-1] - ticks[0]
     net.eval()  # freezes the spectral-norm estimates for evaluation and spectra
     train = _noise_sweep(net, x_tr, y_tr, config, seed, 0)
     test = _noise_sweep(net, x_te, y_te, config, seed, 1)
@@ -340,6 +349,10 @@ def _one(config: Config, theta: float, seed: int, tensors) -> dict:
         "unconverged_training": max(history.unconverged),
         "epoch_time": float(np.mean(history.wall_time)),
         "eval_time": train["seconds"],  # one pass over the n_train training images
+        # CPU time of this process: unlike wall time, hardly affected by other processes
+        # on a shared machine (with one torch thread it is the compute the run needed).
+        "epoch_cpu_time": epoch_cpu,
+        "eval_cpu_time": train["cpu_seconds"],
     }
 
 
