@@ -83,10 +83,10 @@ class Config:
     depth: int = 3  # hidden layers of the MLP field
     activation: str = "tanh"  # activation of the MLP field
     window: int = 1  # steps per training segment (segments start at every data point)
-    epochs: int = 30  # full-batch Adam epochs on the segments
+    epochs: int = 20  # full-batch Adam epochs on the segments
     lr: float = 1e-2  # initial Adam learning rate
     decay: float = 0.1  # the learning rate falls by this factor over the Adam epochs
-    lbfgs_evals: int = 80  # then L-BFGS on the same loss, at most this many evaluations
+    lbfgs_evals: int = 60  # then L-BFGS on the same loss, at most this many evaluations
     tol: float = 1e-8  # relative residual of the forward and adjoint solves
     horizon: float = 20.0  # discrete extrapolation and fine integration on [0, horizon]
     window_time: float = 10.0  # length w (> one period) of the stretches whose amplitudes
