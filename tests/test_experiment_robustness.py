@@ -74,6 +74,14 @@ def test_tiny_run_is_fast_and_complete(tiny):
         assert np.asarray(res[key]).shape == (2, 1) and np.asarray(res[key]).min() > 0, key
 
 
+@pytest.mark.parametrize("overrides", [dict(field="conv", dim=2, width=2), dict(codim=2)])
+def test_variants_run(overrides):
+    config = rb.Config(**{**TINY, "epochs": 1, "thetas": (1.0,), **overrides})
+    res = rb.run(config)["results"]
+    assert np.asarray(res["accuracy"]["test"]).shape == (1, 1, 2)
+    assert res["unconverged_training"] == [[0.0]] and res["unconverged_eval"] == [[0.0]]
+
+
 def test_run_is_deterministic(tiny):
     again = rb.run(rb.Config(**TINY))
     assert _without_timings(again) == _without_timings(tiny[0])
