@@ -160,8 +160,9 @@ class SpectralNormalized(nn.Module):
 
     Eigenvalue disc: if the activations are 1-Lipschitz, ‖∂F̂/∂y‖₂ ≤ 1, so every eigenvalue λ of
     ∂F^{α,β}/∂y lies in the disc ``|λ − (α+β)/2| ≤ (β−α)/2 · max σ(ϑ)`` (the bound behind
-    ``center``, ``radius`` and ``disc_radius``), inside the real band [α, β]. Power iteration underestimates
-    ‖W‖₂, so right after a large weight change the bound holds only up to the estimate's lag.
+    ``center``, ``radius`` and ``disc_radius``), inside the real band [α, β]. Power iteration
+    underestimates ‖W‖₂, so right after a large weight change the bound holds only up to the
+    estimate's lag.
 
     Args:
         field: The field F; normalized in place. Its ``state_shape`` attribute, if any, is the
