@@ -112,6 +112,24 @@ def run(name: str, config=None, *, full: bool = False, progress: bool = False, *
     return module.run(config, progress=progress)
 
 
+def check_config(config: Any, checks: list[tuple[str, bool, str]]) -> None:
+    """Raise ``ValueError`` naming the first failed ``(field, ok, rule)`` of a Config."""
+    for name, ok, rule in checks:
+        if not ok:
+            raise ValueError(f"{name} must be {rule}, got {getattr(config, name)!r}")
+
+
+def envelope(name: str, config: Any, info: dict[str, Any], results: dict[str, Any]) -> dict:
+    """The JSON layout every experiment returns: name, config, ``info`` (from :func:`meta`)
+    and results."""
+    return {
+        "experiment": name,
+        "config": dataclasses.asdict(config),
+        "meta": info,
+        "results": results,
+    }
+
+
 def meta(wall_time: float) -> dict[str, Any]:
     """What an experiment records about the machine and code that ran it (its ``"meta"``
     key). Call it when the run starts, so that ``irn_commit`` is the code that ran, and set

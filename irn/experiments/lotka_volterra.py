@@ -32,7 +32,6 @@ paper's 50-step loss. The fine integration is RK4 (the paper: θ = ½ steps of 0
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
@@ -48,7 +47,7 @@ from ..fields import MLP
 from ..models import ImplicitResNet
 from ..stability import batch_jacobian, trajectory_spectrum
 from ..train import TrainConfig, fit
-from . import meta
+from . import check_config, envelope, meta
 
 __all__ = [
     "DESCRIPTION",
@@ -113,9 +112,7 @@ class Config:
             ("window_time", 0 < self.window_time <= 10.0, "in (0, 10]"),
             ("fine_step", 0 < self.fine_step <= H, f"in (0, {H}]"),
         ]  # fmt: skip
-        for name, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+        check_config(self, checks)
         if self.epochs + self.lbfgs_evals < 1:
             raise ValueError("epochs + lbfgs_evals must be >= 1, got 0")
         steps = self.horizon / H
@@ -382,12 +379,7 @@ def run(config: Config, *, progress: bool = False) -> dict:
         "predicted_trace_shift": [predicted_trace_shift(t, points) for t in config.thetas],
         "runs": runs,
     }
-    return {
-        "experiment": "lotka_volterra",
-        "config": dataclasses.asdict(config),
-        "meta": meta(time.perf_counter() - start),
-        "results": results,
-    }
+    return envelope("lotka_volterra", config, meta(time.perf_counter() - start), results)
 
 
 # ------------------------------------------------------------------------------- read-outs

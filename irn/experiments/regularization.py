@@ -39,7 +39,6 @@ size, band [α, β] = [−3, 3] by default), whose eigenvalues stay in the disc 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
@@ -57,7 +56,7 @@ from ..models import ImplicitResNet
 from ..regularizers import trajectory_regularizer
 from ..stability import trajectory_spectrum
 from ..train import TrainConfig, evaluate, fit
-from . import meta
+from . import check_config, envelope, meta
 
 __all__ = ["DESCRIPTION", "FULL", "Config", "LastComponent", "build_model", "flow", "run"]
 
@@ -133,9 +132,7 @@ class Config:
             ("band_points", self.band_points >= 2, ">= 2"),
             ("grid_points", self.grid_points >= 2, ">= 2"),
         ]  # fmt: skip
-        for name, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+        check_config(self, checks)
 
     @property
     def h(self) -> float:
@@ -315,9 +312,4 @@ def run(config: Config, *, progress: bool = False) -> dict:
         key: [[runs[t, a, 0][key] for a in config.alpha_divs] for t in config.thetas]
         for key in _EXAMPLES
     }
-    return {
-        "experiment": "regularization",
-        "config": dataclasses.asdict(config),
-        "meta": meta(time.perf_counter() - start),
-        "results": _round(results),
-    }
+    return envelope("regularization", config, meta(time.perf_counter() - start), _round(results))

@@ -21,7 +21,6 @@ time per epoch and per evaluation.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from ..fields import MLP, ConvField, SpectralNormalized
 from ..models import ImplicitResNet
 from ..stability import eigenvalue_limits, trajectory_spectrum
 from ..train import TrainConfig, fit
-from . import meta
+from . import check_config, envelope, meta
 
 __all__ = ["Config", "DESCRIPTION", "FULL", "PAPER_STDS", "PAPER_TOP1", "run", "summarize"]
 
@@ -131,9 +130,7 @@ class Config:
             ("spectrum_samples", self.spectrum_samples >= 1, ">= 1"),
             ("gain_std", self.gain_std > 0, "> 0"),
         ]  # fmt: skip
-        for name, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+        check_config(self, checks)
         if self.mnist:
             try:
                 for stem in _MNIST_FILES:
@@ -398,12 +395,8 @@ def run(config: Config, *, progress: bool = False) -> dict:
     }  # fmt: skip
     for key in _PER_RUN:
         results[key] = table(lambda r, k=key: r[k])
-    return {
-        "experiment": "robustness",
-        "config": dataclasses.asdict(config),
-        "meta": {**info, "wall_time": round(time.perf_counter() - start, 3)},
-        "results": results,
-    }
+    info = {**info, "wall_time": round(time.perf_counter() - start, 3)}
+    return envelope("robustness", config, info, results)
 
 
 # ------------------------------------------------------------------------------- read-outs

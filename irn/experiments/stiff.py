@@ -30,7 +30,6 @@ of batch size 1; several seeds (data and weights).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from ..fields import MLP, SpectralNormalized
 from ..layers import ThetaLayer
 from ..stability import batch_jacobian, stability_function
 from ..train import TrainConfig, fit
-from . import meta
+from . import check_config, envelope, meta
 
 __all__ = [
     "DESCRIPTION",
@@ -119,9 +118,7 @@ class Config:
              / self.fine_step - round(PLOT_SPACING / self.fine_step)) < 1e-6,
              f"a divisor of {PLOT_SPACING}"),
         ]  # fmt: skip
-        for name, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+        check_config(self, checks)
 
 
 FULL: dict = {
@@ -338,12 +335,7 @@ def run(config: Config, *, progress: bool = False) -> dict:
         "true_field": baseline,
         "runs": runs,
     }
-    return {
-        "experiment": "stiff",
-        "config": dataclasses.asdict(config),
-        "meta": meta(time.perf_counter() - start),
-        "results": results,
-    }
+    return envelope("stiff", config, meta(time.perf_counter() - start), results)
 
 
 # ------------------------------------------------------------------------------- read-outs
