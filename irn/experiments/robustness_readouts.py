@@ -1,0 +1,88 @@
+"""Read-outs of the robustness experiment's results (:mod:`irn.experiments.robustness`):
+per-θ summaries over seeds, the paired trend verdict, and a short text table."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["summarize", "summary", "trend"]
+
+
+def summarize(results: dict, key: str = "accuracy", split: str = "train") -> dict:
+    """Mean, std (over seeds, ddof 0), min and max of ``results[key][split]``: arrays
+    ``(θ, std)``. ``results`` may be the full dict or its ``"results"`` part."""
+    res = results.get("results", results)
+    a = np.asarray(res[key][split], dtype=float)  # (θ, seed, std)
+    return {"mean": a.mean(1), "std": a.std(1), "min": a.min(1), "max": a.max(1)}
+
+
+def trend(results: dict, split: str = "train", min_std: float = 0.3) -> dict:
+    """Does top-1 accuracy at noise std ≥ ``min_std`` rise from θ = 0 to θ = 1?
+
+    The runs of one seed share initial weights, mini-batches and noise draws across θ, so
+    the comparison is paired: per seed ``d = acc(θ=1) − acc(θ=0)``. Verdict ``"holds"`` if at
+    every such std every seed has ``d > 0``, the mean ``d`` exceeds twice its standard error
+    ``sd(d)/√n`` and the mean accuracy is positively rank-correlated with θ (Spearman);
+    ``"reversed"`` if every ``d < 0`` with the mean below minus twice its standard error;
+    otherwise (and always with fewer than 3 seeds) ``"inconclusive"``.
+
+    Returns:
+        ``verdict``, and per std: ``gaps`` (mean ``d``), ``gap_sd`` (its seed standard
+        deviation), ``min_gap``/``max_gap`` over seeds, ``spread`` (the unpaired
+        ``sqrt(sd₀² + sd₁²)`` of the two θ's accuracies) and ``spearman``.
+    """
+    res = results.get("results", results)
+    thetas = np.asarray(res["thetas"])
+    stds = np.asarray(res["noise_stds"])
+    if 0.0 not in thetas or 1.0 not in thetas:
+        raise ValueError("trend needs runs at θ = 0 and θ = 1")
+    cols = np.flatnonzero(stds >= min_std - 1e-12)
+    if cols.size == 0:
+        raise ValueError(f"no noise std >= {min_std} in the results")
+    acc = np.asarray(res["accuracy"][split], dtype=float)[:, :, cols]  # (θ, seed, std)
+    i0, i1 = int(np.flatnonzero(thetas == 0.0)[0]), int(np.flatnonzero(thetas == 1.0)[0])
+    d = acc[i1] - acc[i0]  # (seed, std)
+    n = d.shape[0]
+    gaps, gap_sd = d.mean(0), d.std(0, ddof=1) if n > 1 else np.zeros(d.shape[1])
+    margin = 2 * gap_sd / np.sqrt(n)
+    ranks = [_spearman(thetas, acc[:, :, c].mean(1)) for c in range(len(cols))]
+    if n < 3:  # too few pairs to tell a trend from chance
+        verdict = "inconclusive"
+    elif (d > 0).all() and (gaps > margin).all() and all(r > 0 for r in ranks):
+        verdict = "holds"
+    elif (d < 0).all() and (gaps < -margin).all():
+        verdict = "reversed"
+    else:
+        verdict = "inconclusive"
+    spread = np.hypot(acc[i0].std(0), acc[i1].std(0))
+    return {"verdict": verdict, "stds": stds[cols].tolist(), "gaps": gaps.tolist(),
+            "gap_sd": gap_sd.tolist(), "min_gap": d.min(0).tolist(),
+            "max_gap": d.max(0).tolist(), "spread": spread.tolist(), "spearman": ranks}  # fmt: skip
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (scipy; ties get average ranks); 0 if either is constant."""
+    from scipy.stats import spearmanr  # deferred: scipy.stats is slow to import
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:  # spearmanr would warn and return nan
+        return 0.0
+    return float(spearmanr(a, b).statistic)
+
+
+def summary(results: dict) -> str:
+    """A short text table: mean top-1 (train / held-out) per θ at each noise std, time."""
+    res = results["results"]
+    train, test = summarize(res, split="train"), summarize(res, split="test")
+    stds = res["noise_stds"]
+    head = "theta  " + " ".join(f"{s:>11.2g}" for s in stds) + "   s/epoch"
+    lines = [f"top-1 accuracy in % (train/held-out, mean of {len(res['seeds'])} seeds)", head]
+    for i, theta in enumerate(res["thetas"]):
+        cells = " ".join(
+            f"{a:5.1f}/{b:5.1f}" for a, b in zip(train["mean"][i], test["mean"][i], strict=True)
+        )
+        lines.append(f"{theta:5.2f}  {cells}   {np.mean(res['epoch_time'][i]):7.3f}")
+    if 0.0 in res["thetas"] and 1.0 in res["thetas"] and max(stds) >= 0.3:
+        lines.append(f"trend (std >= 0.3, training images): {trend(res)['verdict']}")
+    lines.append(f"wall time {results['meta']['wall_time']:.1f} s")
+    return "\n".join(lines)
