@@ -1,4 +1,8 @@
-"""Run the benchmark suite: ``python -m benchmarks [--quick] [--suffix S] [names...]``."""
+"""Run the benchmark suite: ``python -m benchmarks [--device cpu|cuda] [--quick] [names...]``.
+
+Results go to ``benchmarks/results/<device>.json`` (``<device>-quick.json`` for ``--quick``),
+one file per device holding every benchmark, with the machine that produced them.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,15 @@ NAMES = ["forward", "training", "memory", "gradients", "scaling"]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", default=NAMES, help=f"subset of {NAMES}")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes (<2 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
+    unknown = sorted(set(args.names) - set(NAMES))
+    if unknown:
+        parser.error(f"unknown benchmarks {unknown}; choose from {NAMES}")
+    from .common import set_device
+
+    set_device(args.device)
     for name in args.names:
         start = time.perf_counter()
         module = importlib.import_module(f"benchmarks.{name}")

@@ -15,8 +15,23 @@ import torch
 RESULTS = Path(__file__).parent / "results"
 
 
+#: The device every benchmark runs on (``python -m benchmarks --device``).
+DEVICE = torch.device("cpu")
+
+
+def set_device(name: str) -> torch.device:
+    """Run the benchmarks on ``name`` ("cpu" or "cuda"); refuses a device that is absent."""
+    global DEVICE
+    if name not in ("cpu", "cuda"):
+        raise SystemExit(f"--device must be 'cpu' or 'cuda', got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device here")
+    DEVICE = torch.device(name)
+    return DEVICE
+
+
 def machine() -> dict:
-    """What produced the numbers: CPU model, cores, threads, torch build, device."""
+    """What produced the numbers: CPU model, cores, threads, torch build, and the GPU if used."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -25,14 +40,22 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {
+    out = {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "device": DEVICE.type,
     }
+    if DEVICE.type == "cuda":
+        out.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda)
+    return out
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def median_time(
@@ -43,7 +66,6 @@ def median_time(
     Each sample times as many back-to-back calls as fill ``min_sample`` seconds (calibrated
     in the warm-up), so sub-millisecond calls are not drowned in timer and scheduler noise.
     """
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     start = time.perf_counter()
     for _ in range(warmup):
         fn()
@@ -61,6 +83,22 @@ def median_time(
     return statistics.median(times)
 
 
+def side_by_side(
+    fns: dict[str, Callable[[], object]], rounds: int, repeats: int = 3
+) -> dict[str, float]:
+    """Median seconds per call of each function, measured in interleaved rounds.
+
+    Every round times each function once (a :func:`median_time` of ``repeats`` samples), so a
+    slow spell of a shared machine hits all of them alike; ratios of the returned medians are
+    the side-by-side ratios the targets are stated in.
+    """
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            samples[name].append(median_time(fn, repeats))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
 def table(rows: list[dict], columns: list[str]) -> str:
     """A Markdown table of ``rows`` (dicts) with the given column order."""
 
@@ -74,12 +112,22 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write(name: str, payload: dict, suffix: str = "") -> Path:
-    """Write ``results/<name><suffix>.json`` with the machine description attached."""
+def results_path(quick: bool = False) -> Path:
+    """``results/<device>.json`` (``<device>-quick.json`` for a quick run)."""
+    return RESULTS / f"{DEVICE.type}{'-quick' if quick else ''}.json"
+
+
+def write(name: str, payload: dict, quick: bool = False) -> Path:
+    """Store one benchmark's results under ``name`` in :func:`results_path`, with the machine.
+
+    The file holds every benchmark of one device; running a subset replaces only its entries.
+    """
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}{suffix}.json"
-    payload = {"benchmark": name, "machine": machine(), **payload}
+    path = results_path(quick)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data["machine"] = machine()
+    data[name] = {"machine": machine(), **payload}
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
     os.replace(tmp, path)
     return path

@@ -17,7 +17,7 @@ from .problems import problem
 
 
 def _grads(field, x, out) -> torch.Tensor:
-    loss = (out * torch.linspace(-1, 1, out.shape[1], dtype=out.dtype)).sum()
+    loss = (out * torch.linspace(-1, 1, out.shape[1], dtype=out.dtype, device=out.device)).sum()
     gs = torch.autograd.grad(loss, [x, *field.parameters()])
     return torch.cat([g.flatten() for g in gs])
 
@@ -28,8 +28,8 @@ def reference(field, x) -> torch.Tensor:
         layer = irn.ThetaLayer(field, theta=1.0, solver="newton", tol=1e-14, max_iter=50)
         y = layer(x)
     J = batch_jacobian(field, 1.0, y)
-    eye = torch.eye(J.shape[1], dtype=J.dtype)
-    w = torch.linspace(-1, 1, y.shape[1], dtype=y.dtype).expand_as(y)
+    eye = torch.eye(J.shape[1], dtype=J.dtype, device=J.device)
+    w = torch.linspace(-1, 1, y.shape[1], dtype=y.dtype, device=y.device).expand_as(y)
     v = torch.linalg.solve((eye - J).transpose(1, 2), w)
     y_leaf = y.detach()
     phi = field(1.0, y_leaf)  # Φ(x, y) = F(y) for backward Euler: ∇x L = v, ∇γ L = (∂Φ/∂γ)ᵀ v
@@ -78,7 +78,7 @@ def run(quick: bool = False) -> dict:
         "\n### Gradient accuracy vs a dense float64 reference (Picard-divergent problem, θ = 1)\n"
     )
     print(table(rows, ["method", "tol", "relative_error"]))
-    write("gradients", {"quick": quick, "rows": rows}, suffix="-quick" if quick else "")
+    write("gradients", {"quick": quick, "rows": rows}, quick)
     return {"rows": rows}
 
 

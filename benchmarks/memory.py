@@ -78,7 +78,7 @@ def run(quick: bool = False) -> dict:
     print("\n### Saved-for-backward bytes vs depth (ImplicitResNet, tol 1e-5)\n")
     print(table(depth_rows, ["steps", "explicit", "adjoint", "unrolled"]))
     write("memory", {"quick": quick, "iterations": rows, "depth": depth_rows,
-                     "adjoint_variation": flat}, suffix="-quick" if quick else "")  # fmt: skip
+                     "adjoint_variation": flat}, quick)  # fmt: skip
     return {"iterations": rows, "depth": depth_rows}
 
 

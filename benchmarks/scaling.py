@@ -6,14 +6,16 @@ import torch
 
 import irn
 
+from . import common
 from .common import median_time, table, write
 from .problems import ShiftedMLP
 from .training import _step
 
 
 def _time(n: int, batch: int, theta: float, repeats: int) -> tuple[float, int, int]:
-    field = ShiftedMLP(n)
-    x = torch.randn(batch, n, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    field = ShiftedMLP(n).to(common.DEVICE)
+    x = torch.randn(batch, n, generator=torch.Generator().manual_seed(1))
+    x = x.to(common.DEVICE).requires_grad_(True)
     layer = irn.ThetaLayer(field, theta=theta, tol=1e-5)
     seconds = median_time(_step(layer, x), repeats)
     s = layer.stats
@@ -36,7 +38,7 @@ def run(quick: bool = False) -> dict:
     print("\n### Training-step time vs batch size (state 128) and state size (batch 256)\n")
     print(table(rows, ["axis", "state", "batch", "explicit_ms", "implicit_ms", "ratio",
                        "k_forward", "k_backward"]))  # fmt: skip
-    write("scaling", {"quick": quick, "rows": rows}, suffix="-quick" if quick else "")
+    write("scaling", {"quick": quick, "rows": rows}, quick)
     return {"rows": rows}
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .solvers import SolverConfig, SolverStats, enforce
+from .solvers.linear import neumann_gmres
 
 __all__ = ["AdjointConfig", "ImplicitStep"]
 
@@ -37,6 +38,9 @@ class AdjointConfig:
         what: Names the solve in messages.
         advice: What to try, appended to a failure message.
         warned: The layer's de-duplication set for warnings.
+        omega: Per-sample damping ``(batch, 1)`` from the forward solve, or None. When given,
+            the solve is :func:`~irn.solvers.linear.neumann_gmres`: the damped Neumann series,
+            handing over to GMRES (with ``solver``'s restart) if it stops contracting.
     """
 
     solver: SolverConfig
@@ -47,6 +51,7 @@ class AdjointConfig:
     what: str = "ThetaLayer adjoint solve"
     advice: str = ""
     warned: set | None = field(default=None, repr=False)
+    omega: torch.Tensor | None = field(default=None, repr=False)
 
 
 _DOUBLE_BACKWARD = (
@@ -84,10 +89,16 @@ class ImplicitStep(torch.autograd.Function):
         with torch.no_grad():
             # Both solvers start from zero, which costs no product: GMRES's first step finds
             # the best multiple of g, the Neumann series' first iterate is ω g.
-            fn = cfg.solver.function()
-            v, stats = fn(
-                matvec, g, None, tol=cfg.tol, max_iter=cfg.max_iter, **cfg.solver.options()
-            )
+            if cfg.omega is not None:
+                v, stats = neumann_gmres(
+                    matvec, g, omega=cfg.omega, tol=cfg.tol, max_iter=cfg.max_iter,
+                    restart=getattr(cfg.solver, "restart", 20),
+                )  # fmt: skip
+            else:
+                fn = cfg.solver.function()
+                v, stats = fn(
+                    matvec, g, None, tol=cfg.tol, max_iter=cfg.max_iter, **cfg.solver.options()
+                )
         cfg.report(stats)
         enforce(
             stats, cfg.on_failure, cfg.what, advice=cfg.advice, warned=cfg.warned, key="adjoint"

@@ -16,6 +16,7 @@ the backward pass.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ from .spectral import frozen
 __all__ = ["SCHEMES", "ThetaLayer", "ThetaStats"]
 
 BACKWARDS = ("adjoint", "unrolled")
+_START_AT_X = ("fixed-point", "anderson")  # solvers whose first step from x is the predictor
 
 
 @dataclass
@@ -279,12 +281,20 @@ class ThetaLayer(nn.Module):
         """The forward solver of a call: ``solver`` itself, or for ``"auto"`` damped
         fixed-point iteration when the field's declared spectrum makes it contract by at least
         ½ per step (see :meth:`damping`), and Anderson acceleration otherwise. An unset
-        damping is filled in from the declared spectrum."""
+        damping is filled in from a declared contracting spectrum; without one, Anderson
+        estimates it per sample (:func:`irn.solvers.nonlinear._secant_damping`)."""
         step = step or self._scheme
         config = self._solver
         if self.solver == "auto":
             name = "fixed-point" if self._fast(step) else "anderson"
             config = make_config(name, self._solver_options, NONLINEAR_CONFIGS)
+        return self._with_declared_damping(config, step)
+
+    def _with_declared_damping(self, config: SolverConfig, step: ThetaScheme) -> SolverConfig:
+        # Without a declared contraction the solver picks: Picard and the Neumann series take
+        # β = 1, Anderson estimates β per sample from its first secant pair.
+        if self.contraction(step) is None:
+            return config
         return config.with_damping(self.damping(step))
 
     def adjoint_config(self, step: ThetaScheme | None = None) -> SolverConfig:
@@ -296,7 +306,7 @@ class ThetaLayer(nn.Module):
         if self.adjoint_solver == "auto":
             name = "fixed-point" if self._fast(step) else "gmres"
             config = make_config(name, self._adjoint_options, LINEAR_CONFIGS)
-        return config.with_damping(self.damping(step))
+        return self._with_declared_damping(config, step)
 
     def method(self) -> str:
         """Name of the forward solver a call with the layer's θ and h uses."""
@@ -335,6 +345,7 @@ class ThetaLayer(nn.Module):
             raise ValueError("x contains non-finite values (nan or inf)")
         step = self.step(theta, h)
         tol = default_tol(x.dtype) if self.tol is None else self.tol
+        config = None if step.explicit else self.solver_config(step)
         if x.shape[0] == 0:  # nothing to solve; keep the graph to x (and its dtype, device)
             stats = ThetaStats(
                 SolverStats("explicit" if step.explicit else "none", 0, 0, x.new_zeros(0), tol)
@@ -346,26 +357,33 @@ class ThetaLayer(nn.Module):
         # every later one is frozen, so the solve sees one fixed field.
         # Φ needs F(t, x) with its graph only for the linear scheme with θ < 1 (and θ = 0);
         # otherwise it only feeds the predictor, and a graph would be memory held for nothing.
-        keep_graph = step.uses_fx or step.explicit or self.backward == "unrolled"
-        with torch.set_grad_enabled(torch.is_grad_enabled() and keep_graph):
-            fx = self._eval(t, x)
+        # Fixed-point and Anderson iterations need no F(t, x) then: started from x, their first
+        # step is the predictor, and its evaluation enters their history (one F call saved).
+        # (Unrolled differentiation keeps the predictor: with no iteration left to run, its
+        # derivative is still the exact one of a step the predictor solves.)
+        unrolled = self.backward == "unrolled" and torch.is_grad_enabled()
+        if step.explicit or step.uses_fx or unrolled or config.name not in _START_AT_X:
+            keep_graph = step.uses_fx or step.explicit or self.backward == "unrolled"
+            with torch.set_grad_enabled(torch.is_grad_enabled() and keep_graph):
+                fx = self._eval(t, x)
+        else:
+            fx = None
         if step.explicit:
             stats = ThetaStats(SolverStats("explicit", 0, 1, x.new_zeros(x.shape[0]), tol))
             self.stats = stats
             y = x + step.h * fx
         else:
-            with frozen(self.field):
-                y, stats = self._implicit(x, t, fx, step, tol, name)
+            y, stats = self._implicit(x, t, fx, step, config, tol, name)
         return (y, stats) if return_stats else y
 
     def _where(self, name: str | None, what: str) -> str:
         return f"ThetaLayer {name}: {what}" if name else f"ThetaLayer {what}"
 
-    def _implicit(self, x, t, fx, step: ThetaScheme, tol: float, name: str | None):
+    def _implicit(self, x, t, fx, step: ThetaScheme, config: SolverConfig, tol: float, name):
         shape, bsz = x.shape, x.shape[0]
         unrolled = self.backward == "unrolled" and torch.is_grad_enabled()
         xs = x if unrolled else x.detach()
-        fxs = fx if unrolled else fx.detach()
+        fxs = None if fx is None else (fx if unrolled else fx.detach())
 
         # r(y) = y − x − Φ(x, y), with everything that does not depend on y computed once.
         parts = step.parts(t, xs, fxs if step.uses_fx else None)
@@ -375,16 +393,34 @@ class ThetaLayer(nn.Module):
             y = yf.view(shape)
             return (y - base - step.implicit_term(self._eval, parts, y)).view(bsz, -1)
 
-        y0 = (xs + self.predictor_gain(step) * step.h * fxs).reshape(bsz, -1)
-        config = self.solver_config(step)
         scale = torch.linalg.vector_norm(xs.detach().reshape(bsz, -1), dim=1)
         # Parametrized weights (spectral norm) are computed once for the whole solve.
         cache = parametrize.cached() if not unrolled else contextlib.nullcontext()
         with cache, torch.set_grad_enabled(unrolled):
-            fn = config.function()
-            y, fstats = fn(
-                residual, y0, tol=tol, max_iter=self.max_iter, scale=scale, **config.options()
-            )
+            solve = residual
+            if fxs is None:  # start at x; its residual is the first, unfrozen, evaluation
+                y0 = xs.reshape(bsz, -1)
+                r0 = [residual(y0)]
+
+                def solve(yf: torch.Tensor) -> torch.Tensor:
+                    if r0 and yf is y0:  # the solver's first call: already computed
+                        return r0.pop()
+                    return residual(yf)
+
+            else:
+                y0 = (xs + self.predictor_gain(step) * step.h * fxs).reshape(bsz, -1)
+            # Started at x, the solver's first step is the predictor: it gets one step more,
+            # and its stats count iterations after the predictor, as for the other solvers
+            # (evaluations count every call of F, the predictor's included).
+            at_x = fxs is None
+            with frozen(self.field):
+                fn = config.function()
+                y, fstats = fn(
+                    solve, y0, tol=tol, max_iter=self.max_iter + at_x, scale=scale,
+                    **config.options(),
+                )  # fmt: skip
+            if at_x:
+                fstats = dataclasses.replace(fstats, iterations=max(0, fstats.iterations - 1))
         stats = ThetaStats(fstats)
         self.stats = stats
         advice = SINGULAR_ADVICE if fstats.residual == float("inf") else FORWARD_ADVICE
@@ -408,6 +444,9 @@ class ThetaLayer(nn.Module):
             self.stats = stats
 
         adjoint_max_iter = self.adjoint_max_iter or self.max_iter
+        # "auto" on a field with no declared spectrum: Anderson's per-sample damping estimate
+        # drives a Neumann series that hands over to GMRES if it stops contracting.
+        omega = fstats.damping if self.adjoint_solver == "auto" else None
         adjoint = AdjointConfig(
             self.adjoint_config(step),
             tol if self.adjoint_tol is None else self.adjoint_tol,
@@ -417,7 +456,9 @@ class ThetaLayer(nn.Module):
             self._where(name, "adjoint solve"),
             ADJOINT_ADVICE.format(max_iter=adjoint_max_iter),
             self._warned,
+            omega,
         )
         y_leaf = y.detach().requires_grad_(True)
-        phi = step.phi(self._eval, t, x, y_leaf, fx)  # the one graph of Φ backward needs
+        with frozen(self.field):
+            phi = step.phi(self._eval, t, x, y_leaf, fx)  # the one graph of Φ backward needs
         return ImplicitStep.apply(x, phi, y_leaf, adjoint), stats

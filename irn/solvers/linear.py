@@ -23,7 +23,7 @@ from .stats import SolverStats, relative_residual
 if TYPE_CHECKING:
     from .config import SolverConfig
 
-__all__ = ["LINEAR_SOLVERS", "gmres", "linear_solve", "richardson"]
+__all__ = ["LINEAR_SOLVERS", "gmres", "linear_solve", "neumann_gmres", "richardson"]
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 
@@ -178,6 +178,55 @@ def richardson(
         it += 1
         res = relative_residual(r, b)
         history.append(float(res.max()))
+    return x, SolverStats("fixed-point", it, evals, res.detach(), tol, history)
+
+
+def neumann_gmres(
+    matvec: MatVec,
+    b: torch.Tensor,
+    x0: torch.Tensor | None = None,
+    *,
+    omega: torch.Tensor,
+    tol: float = 1e-6,
+    max_iter: int = 50,
+    restart: int = 20,
+    rate: float = 0.6,
+) -> tuple[torch.Tensor, SolverStats]:
+    """Richardson ``x ← x + ω(b − Ax)`` with a per-sample ``omega`` ``(batch, 1)``, handing
+    over to GMRES (warm-started) as soon as it stops contracting.
+
+    A forward Anderson solve estimates ``ω ≈ 1/c`` per sample, ``c`` the centre of the residual
+    Jacobian's spectrum (:func:`irn.solvers.nonlinear._secant_damping`); the adjoint matrix is
+    that Jacobian's transpose, with the same spectrum, so the damped series usually converges
+    as fast as GMRES in products, with a fraction of GMRES's orthogonalization work per
+    product. Nothing guarantees it: when some active sample's residual fails to shrink by
+    ``rate`` (0.6) in one step, the rest of the budget goes to GMRES from the current iterate
+    (a series that slow would need more products than GMRES does).
+    """
+    x = torch.zeros_like(b) if x0 is None else x0
+    r = b - matvec(x) if x0 is not None else b
+    evals = int(x0 is not None)
+    res = relative_residual(r, b)
+    history = [float(res.max())]
+    it = 0
+    while it < max_iter and not bool((res <= tol).all()):
+        active = res > tol
+        x = torch.where(active[:, None], x + omega * r, x)
+        r = b - matvec(x)
+        evals += 1
+        it += 1
+        new = relative_residual(r, b)
+        grew = bool((active & (new > rate * res)).any())
+        res = new
+        history.append(float(res.max()))
+        if grew:  # not contracting (or too slowly): GMRES takes over from here
+            break
+    if it < max_iter and not bool((res <= tol).all()):
+        x, gst = gmres(matvec, b, x, tol=tol, max_iter=max_iter - it, restart=restart)
+        return x, SolverStats(
+            "fixed-point+gmres", it + gst.iterations, evals + gst.evaluations, gst.residuals,
+            tol, history + gst.history[1:],
+        )  # fmt: skip
     return x, SolverStats("fixed-point", it, evals, res.detach(), tol, history)
 
 

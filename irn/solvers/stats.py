@@ -68,6 +68,8 @@ class SolverStats:
         evaluations: Calls of the residual / matrix-vector product, JVPs and VJPs included.
         residuals: Final relative residual of every sample, shape ``(batch,)``, detached.
         tol: The tolerance the residuals were compared with.
+        history: The largest relative residual before the first and after every iteration.
+        damping: Anderson's per-sample damping ``(batch, 1)`` when it estimated it (else None).
     """
 
     solver: str
@@ -76,6 +78,7 @@ class SolverStats:
     residuals: torch.Tensor
     tol: float
     history: list[float] = field(default_factory=list, repr=False)
+    damping: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def residual(self) -> float:
