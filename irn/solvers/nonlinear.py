@@ -235,7 +235,8 @@ def _mixing(G: torch.Tensor, rhs: torch.Tensor, r: torch.Tensor) -> torch.Tensor
     # Scaled: s G s (unit diagonal) + δ + μ s². Written as few tensor ops as possible: every
     # op costs 10–60 µs at (256, 5, 5) on CPU, more than the arithmetic (this runs per iteration).
     delta = G.shape[-1] * torch.finfo(dtype).eps
-    A = torch.diagonal_scatter(G * (s[:, :, None] * s[:, None, :]), 1 + delta + mu * s * s, dim1=1, dim2=2)  # fmt: skip
+    A = G * (s[:, :, None] * s[:, None, :])
+    A = torch.diagonal_scatter(A, 1 + delta + mu * s * s, dim1=1, dim2=2)
     L, info = torch.linalg.cholesky_ex(A)
     gamma = torch.cholesky_solve((s * rhs)[:, :, None], L)[:, :, 0] * s
     # A failed factorization (non-finite entries) or a non-finite γ: γ = 0, a plain damped step.
