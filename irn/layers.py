@@ -7,33 +7,21 @@ Both schemes write the step as ``y = x + Φ(x, y)`` (paper-notes §1.1; written 
 * ``scheme="one-leg"``: ``y = x + h F(t+θh, (1−θ)x + θy)``
 
 ``θ = 0`` is forward Euler (a ResNet block, no solve), ``θ = 1`` backward Euler, ``θ = ½`` the
-trapezoidal rule (linear) or the implicit midpoint rule (one-leg). The layer builds the residual
-``r(y) = y − x − Φ(x, y)`` and the explicit predictor, hands them to :mod:`irn.solvers`, and
-re-attaches the solution to one graph of Φ for :mod:`irn.adjoint`, the only module that writes
-the backward pass.
+trapezoidal rule (linear) or the implicit midpoint rule (one-leg). The layer checks its options
+and picks the solvers; :mod:`irn._step` builds the residual ``r(y) = y − x − Φ(x, y)``, hands it
+to :mod:`irn.solvers`, and re-attaches the solution to one graph of Φ for :mod:`irn.adjoint`,
+the only module that writes the backward pass.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import threading
-from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
-from ._layer_checks import (
-    ADJOINT_ADVICE,
-    FORWARD_ADVICE,
-    SINGULAR_ADVICE,
-    TRANSFORMS,
-    finite_positive,
-    positive_int,
-    transformed,
-)
-from .adjoint import AdjointConfig, ImplicitStep
+from ._layer_checks import TRANSFORMS, finite_positive, positive_int, transformed
+from ._step import ThetaStats, solve_step
 from .scheme import SCHEMES, ThetaScheme
 from .solvers import (
     LINEAR_CONFIGS,
@@ -42,41 +30,14 @@ from .solvers import (
     SolverConfig,
     SolverStats,
     default_tol,
-    enforce,
     make_config,
 )
-from .spectral import frozen
 
 __all__ = ["SCHEMES", "ThetaLayer", "ThetaStats"]
 
 BACKWARDS = ("adjoint", "unrolled")
-_START_AT_X = ("fixed-point", "anderson")  # solvers whose first step from x is the predictor
-
-
-@dataclass
-class ThetaStats:
-    """Statistics of one forward (and backward) pass of a :class:`ThetaLayer`.
-
-    ``iterations``, ``residual`` and ``converged`` describe the forward solve (``residual`` is
-    the largest per-sample relative residual); the ``backward_*`` fields are filled in by the
-    adjoint solve and stay ``None`` until a backward pass has run (or with ``"unrolled"``).
-    """
-
-    forward: SolverStats
-    backward: SolverStats | None = None
-
-    iterations = property(lambda self: self.forward.iterations)
-    residual = property(lambda self: self.forward.residual)
-    converged = property(lambda self: self.forward.converged)
-    evaluations = property(lambda self: self.forward.evaluations)
-    implicit = property(lambda self: self.forward.solver != "explicit")
-    backward_iterations = property(lambda self: _get(self.backward, "iterations"))
-    backward_residual = property(lambda self: _get(self.backward, "residual"))
-    backward_converged = property(lambda self: _get(self.backward, "converged"))
-
-
-def _get(stats: SolverStats | None, name: str):
-    return None if stats is None else getattr(stats, name)
+# Solvers whose first step from x is the predictor (β r(x) = −βh F): they start at x.
+_START_AT_X = ("fixed-point", "anderson")
 
 
 class ThetaLayer(nn.Module):
@@ -373,92 +334,8 @@ class ThetaLayer(nn.Module):
             self.stats = stats
             y = x + step.h * fx
         else:
-            y, stats = self._implicit(x, t, fx, step, config, tol, name)
+            y, stats = solve_step(self, x, t, fx, step, config, tol, name)
         return (y, stats) if return_stats else y
 
     def _where(self, name: str | None, what: str) -> str:
         return f"ThetaLayer {name}: {what}" if name else f"ThetaLayer {what}"
-
-    def _implicit(self, x, t, fx, step: ThetaScheme, config: SolverConfig, tol: float, name):
-        shape, bsz = x.shape, x.shape[0]
-        unrolled = self.backward == "unrolled" and torch.is_grad_enabled()
-        xs = x if unrolled else x.detach()
-        fxs = None if fx is None else (fx if unrolled else fx.detach())
-
-        # r(y) = y − x − Φ(x, y), with everything that does not depend on y computed once.
-        parts = step.parts(t, xs, fxs if step.uses_fx else None)
-        base = xs if parts[0] is None else xs + parts[0]
-
-        def residual(yf: torch.Tensor) -> torch.Tensor:
-            y = yf.view(shape)
-            return (y - base - step.implicit_term(self._eval, parts, y)).view(bsz, -1)
-
-        scale = torch.linalg.vector_norm(xs.detach().reshape(bsz, -1), dim=1)
-        # Parametrized weights (spectral norm) are computed once for the whole solve.
-        cache = parametrize.cached() if not unrolled else contextlib.nullcontext()
-        with cache, torch.set_grad_enabled(unrolled):
-            solve = residual
-            if fxs is None:  # start at x; its residual is the first, unfrozen, evaluation
-                y0 = xs.reshape(bsz, -1)
-                r0 = [residual(y0)]
-
-                def solve(yf: torch.Tensor) -> torch.Tensor:
-                    if r0 and yf is y0:  # the solver's first call: already computed
-                        return r0.pop()
-                    return residual(yf)
-
-            else:
-                y0 = (xs + self.predictor_gain(step) * step.h * fxs).reshape(bsz, -1)
-            # Started at x, the solver's first step is the predictor: it gets one step more,
-            # and its stats count iterations after the predictor, as for the other solvers
-            # (evaluations count every call of F, the predictor's included).
-            at_x = fxs is None
-            with frozen(self.field):
-                fn = config.function()
-                y, fstats = fn(
-                    solve, y0, tol=tol, max_iter=self.max_iter + at_x, scale=scale,
-                    **config.options(),
-                )  # fmt: skip
-            if at_x:
-                fstats = dataclasses.replace(fstats, iterations=max(0, fstats.iterations - 1))
-        stats = ThetaStats(fstats)
-        self.stats = stats
-        advice = SINGULAR_ADVICE if fstats.residual == float("inf") else FORWARD_ADVICE
-        enforce(
-            fstats,
-            self.on_failure,
-            self._where(name, "forward solve"),
-            advice=advice.format(max_iter=self.max_iter),
-            warned=self._warned,
-            key="forward",
-        )
-        y = y.view(shape)
-        needs_grad = torch.is_grad_enabled() and (
-            x.requires_grad or any(p.requires_grad for p in self.field.parameters())
-        )
-        if unrolled or not needs_grad:
-            return y, stats
-
-        def report(bstats: SolverStats) -> None:
-            stats.backward = bstats
-            self.stats = stats
-
-        adjoint_max_iter = self.adjoint_max_iter or self.max_iter
-        # "auto" on a field with no declared spectrum: Anderson's per-sample damping estimate
-        # drives a Neumann series that hands over to GMRES if it stops contracting.
-        omega = fstats.damping if self.adjoint_solver == "auto" else None
-        adjoint = AdjointConfig(
-            self.adjoint_config(step),
-            tol if self.adjoint_tol is None else self.adjoint_tol,
-            adjoint_max_iter,
-            self.on_failure,
-            report,
-            self._where(name, "adjoint solve"),
-            ADJOINT_ADVICE.format(max_iter=adjoint_max_iter),
-            self._warned,
-            omega,
-        )
-        y_leaf = y.detach().requires_grad_(True)
-        with frozen(self.field):
-            phi = step.phi(self._eval, t, x, y_leaf, fx)  # the one graph of Φ backward needs
-        return ImplicitStep.apply(x, phi, y_leaf, adjoint), stats

@@ -1,0 +1,141 @@
+"""One implicit θ-step: the residual, the solve, and the graph the adjoint differentiates.
+
+:class:`~irn.layers.ThetaLayer` validates its options and picks the solvers; this module runs a
+call: it builds ``r(y) = y − x − Φ(x, y)`` with everything independent of ``y`` computed once,
+hands it to :mod:`irn.solvers`, applies the failure policy, and re-attaches the solution to one
+graph of Φ for :mod:`irn.adjoint`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch.nn.utils import parametrize
+
+from ._layer_checks import ADJOINT_ADVICE, FORWARD_ADVICE, SINGULAR_ADVICE
+from .adjoint import AdjointConfig, ImplicitStep
+from .scheme import ThetaScheme
+from .solvers import SolverConfig, SolverStats, enforce
+from .spectral import frozen
+
+__all__ = ["ThetaStats", "solve_step"]
+
+
+@dataclass
+class ThetaStats:
+    """Statistics of one forward (and backward) pass of a :class:`ThetaLayer`.
+
+    ``iterations``, ``residual`` and ``converged`` describe the forward solve (``residual`` is
+    the largest per-sample relative residual); the ``backward_*`` fields are filled in by the
+    adjoint solve and stay ``None`` until a backward pass has run (or with ``"unrolled"``).
+    """
+
+    forward: SolverStats
+    backward: SolverStats | None = None
+
+    iterations = property(lambda self: self.forward.iterations)
+    residual = property(lambda self: self.forward.residual)
+    converged = property(lambda self: self.forward.converged)
+    evaluations = property(lambda self: self.forward.evaluations)
+    implicit = property(lambda self: self.forward.solver != "explicit")
+    backward_iterations = property(lambda self: _get(self.backward, "iterations"))
+    backward_residual = property(lambda self: _get(self.backward, "residual"))
+    backward_converged = property(lambda self: _get(self.backward, "converged"))
+
+
+def _get(stats: SolverStats | None, name: str):
+    return None if stats is None else getattr(stats, name)
+
+
+def solve_step(layer, x, t, fx, step: ThetaScheme, config: SolverConfig, tol: float, name):
+    """Solve one implicit step of ``layer`` from ``x`` and attach the adjoint backward.
+
+    Returns ``(y, stats)``; ``y`` carries the implicit-function-theorem gradient of
+    :class:`~irn.adjoint.ImplicitStep` when a gradient is needed (``backward="adjoint"``), or
+    the solver's own graph (``"unrolled"``). ``fx = F(t, x)`` is ``None`` when the solver starts
+    at x (fixed-point and Anderson iterations whose Φ has no F(t, x) part).
+    """
+    shape, bsz = x.shape, x.shape[0]
+    unrolled = layer.backward == "unrolled" and torch.is_grad_enabled()
+    xs = x if unrolled else x.detach()
+    fxs = None if fx is None else (fx if unrolled else fx.detach())
+    at_x = fxs is None  # started at x: the solver's first step is the predictor
+    needs_grad = torch.is_grad_enabled() and (
+        x.requires_grad or any(p.requires_grad for p in layer.field.parameters())
+    )
+
+    # r(y) = y − x − Φ(x, y), with everything that does not depend on y computed once.
+    parts = step.parts(t, xs, fxs if step.uses_fx else None)
+    base = xs if parts[0] is None else xs + parts[0]
+
+    def residual(yf: torch.Tensor) -> torch.Tensor:
+        y = yf.view(shape)
+        return (y - base - step.implicit_term(layer._eval, parts, y)).view(bsz, -1)
+
+    scale = torch.linalg.vector_norm(xs.detach().reshape(bsz, -1), dim=1)
+    # Parametrized weights (spectral norm) are computed once for the whole solve.
+    cache = parametrize.cached() if not unrolled else contextlib.nullcontext()
+    with cache, torch.set_grad_enabled(unrolled):
+        solve = residual
+        if at_x:  # x's residual is the first, unfrozen, evaluation (as F(t, x) would be)
+            y0 = xs.reshape(bsz, -1)
+            r0 = [residual(y0)]
+
+            def solve(yf: torch.Tensor) -> torch.Tensor:
+                if r0 and yf is y0:  # the solver's first call: already computed
+                    return r0.pop()
+                return residual(yf)
+
+        else:
+            y0 = (xs + layer.predictor_gain(step) * step.h * fxs).reshape(bsz, -1)
+        # Started at x, the solver gets one step more (the predictor), and its stats count
+        # iterations after the predictor, as for the other solvers (evaluations count every
+        # call of F, the predictor's included).
+        with frozen(layer.field):
+            fn = config.function()
+            y, fstats = fn(
+                solve, y0, tol=tol, max_iter=layer.max_iter + at_x, scale=scale,
+                **config.options(),
+            )  # fmt: skip
+        if at_x:
+            fstats = dataclasses.replace(fstats, iterations=max(0, fstats.iterations - 1))
+    stats = ThetaStats(fstats)
+    layer.stats = stats
+    advice = SINGULAR_ADVICE if fstats.residual == float("inf") else FORWARD_ADVICE
+    enforce(
+        fstats,
+        layer.on_failure,
+        layer._where(name, "forward solve"),
+        advice=advice.format(max_iter=layer.max_iter),
+        warned=layer._warned,
+        key="forward",
+    )
+    if unrolled or not needs_grad:
+        return y.view(shape), stats
+
+    def report(bstats: SolverStats) -> None:
+        stats.backward = bstats
+        layer.stats = stats
+
+    adjoint_max_iter = layer.adjoint_max_iter or layer.max_iter
+    # "auto" on a field with no declared spectrum: Anderson's per-sample damping estimate
+    # drives a Neumann series that hands over to GMRES if it stops contracting.
+    omega = fstats.damping if layer.adjoint_solver == "auto" else None
+    adjoint = AdjointConfig(
+        layer.adjoint_config(step),
+        tol if layer.adjoint_tol is None else layer.adjoint_tol,
+        adjoint_max_iter,
+        layer.on_failure,
+        report,
+        layer._where(name, "adjoint solve"),
+        ADJOINT_ADVICE.format(max_iter=adjoint_max_iter),
+        layer._warned,
+        omega,
+    )
+    y_leaf = y.view(shape).detach().requires_grad_(True)
+    with frozen(layer.field):
+        phi = step.phi(layer._eval, t, x, y_leaf, fx)  # the one graph of Φ backward needs
+    return ImplicitStep.apply(x, phi, y_leaf, adjoint), stats
