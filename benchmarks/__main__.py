@@ -10,7 +10,7 @@ import argparse
 import importlib
 import time
 
-NAMES = ["forward", "training", "memory", "gradients", "scaling"]
+NAMES = ["forward", "training", "floor", "memory", "gradients", "scaling"]
 
 
 def main() -> None:

@@ -206,21 +206,27 @@ def neumann_gmres(
     x = torch.zeros_like(b) if x0 is None else x0
     r = b - matvec(x) if x0 is not None else b
     evals = int(x0 is not None)
+    # Few tensor ops per product (each costs 5–30 µs on a CPU at (256, 64)): ‖b‖ once, the
+    # history kept on the device until the end.
+    bnorm = torch.linalg.vector_norm(b.detach(), dim=1).clamp_min(torch.finfo(b.dtype).tiny)
     res = relative_residual(r, b)
-    history = [float(res.max())]
+    history = [res.max()]
     it = 0
-    while it < max_iter and not bool((res <= tol).all()):
-        active = res > tol
+    while it < max_iter:
+        active = res > tol  # a non-finite residual is inf here: active
+        if not bool(active.any()):
+            break
         x = torch.where(active[:, None], x + omega * r, x)
         r = b - matvec(x)
         evals += 1
         it += 1
-        new = relative_residual(r, b)
+        new = (torch.linalg.vector_norm(r.detach(), dim=1) / bnorm).nan_to_num_(nan=float("inf"))
         grew = bool((active & (new > rate * res)).any())
         res = new
-        history.append(float(res.max()))
+        history.append(res.max())
         if grew:  # not contracting (or too slowly): GMRES takes over from here
             break
+    history = torch.stack(history).tolist()
     if it < max_iter and not bool((res <= tol).all()):
         x, gst = gmres(matvec, b, x, tol=tol, max_iter=max_iter - it, restart=restart)
         return x, SolverStats(

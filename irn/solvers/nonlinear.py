@@ -46,7 +46,7 @@ class _Tracker:
         self.name, self.tol, self.evals, self.iterations = name, tol, 1, 0
         self.scale = None if scale is None else scale.to(y.dtype).detach()
         self.res = self.measure(r, y)
-        self.active = ~(self.res <= tol)
+        self.active = self.res > tol  # a non-finite residual is inf here: active
         self.best_y, self.best_res = y, self.res
         self._history = [self._max(self.res)]
 
@@ -64,7 +64,7 @@ class _Tracker:
     def update(self, y: torch.Tensor, r: torch.Tensor) -> None:
         self.iterations += 1
         self.res = self.measure(r, y)
-        self.active = ~(self.res <= self.tol)
+        self.active = self.res > self.tol
         better = self.res < self.best_res
         self.best_y = torch.where(better[:, None], y, self.best_y)
         self.best_res = torch.where(better, self.res, self.best_res)
