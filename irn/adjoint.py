@@ -39,7 +39,7 @@ class AdjointConfig:
         advice: What to try, appended to a failure message.
         warned: The layer's de-duplication set for warnings.
         omega: Per-sample damping ``(batch, 1)`` from the forward solve, or None. When given,
-            the solve is :func:`~irn.solvers.linear.neumann_gmres`: the damped Neumann series,
+            the solve is :func:`~irn.solvers.neumann_gmres`: the damped Neumann series,
             handing over to GMRES (with ``solver``'s restart) if it stops contracting.
     """
 

@@ -15,6 +15,7 @@ the only module that writes the backward pass.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import torch
@@ -243,12 +244,16 @@ class ThetaLayer(nn.Module):
         fixed-point iteration when the field's declared spectrum makes it contract by at least
         ½ per step (see :meth:`damping`), and Anderson acceleration otherwise. An unset
         damping is filled in from a declared contracting spectrum; without one, Anderson
-        estimates it per sample (:func:`irn.solvers.nonlinear._secant_damping`)."""
+        estimates it per sample from its first secant pair, and ``"auto"`` makes it lazy
+        (``lazy=0.5``): damped steps while they contract by ½, mixing once they do not, the
+        same rule a declared spectrum decides by (see :func:`irn.solvers.anderson`)."""
         step = step or self._scheme
         config = self._solver
         if self.solver == "auto":
             name = "fixed-point" if self._fast(step) else "anderson"
             config = make_config(name, self._solver_options, NONLINEAR_CONFIGS)
+            if name == "anderson" and self.contraction(step) is None and config.lazy is None:
+                config = dataclasses.replace(config, lazy=0.5)
         return self._with_declared_damping(config, step)
 
     def _with_declared_damping(self, config: SolverConfig, step: ThetaScheme) -> SolverConfig:
@@ -261,7 +266,12 @@ class ThetaLayer(nn.Module):
     def adjoint_config(self, step: ThetaScheme | None = None) -> SolverConfig:
         """The adjoint solver: ``adjoint_solver``, or for ``"auto"`` the damped Neumann series
         when the declared spectrum guarantees a contraction of ½ or better (the adjoint matrix
-        has the same spectrum as the forward residual's Jacobian), and GMRES otherwise."""
+        has the same spectrum as the forward residual's Jacobian), and GMRES otherwise.
+
+        With ``"auto"`` and a forward Anderson solve that estimated its damping (no declared
+        spectrum), a call first runs the Neumann series with that per-sample damping and hands
+        over to this GMRES when it stops contracting (:func:`irn.solvers.neumann_gmres`);
+        ``stats.backward.solver`` says which ran."""
         step = step or self._scheme
         config = self._adjoint
         if self.adjoint_solver == "auto":

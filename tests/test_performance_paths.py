@@ -145,12 +145,16 @@ def test_plain_field_adjoint_uses_the_forward_estimate_and_is_exact():
     torch.testing.assert_close(x.grad, xr.grad, rtol=1e-9, atol=1e-10)
 
 
-def test_tanh_field_gradients_through_every_fast_path():
-    field = TanhField(3, scale=2.0)
+@pytest.mark.parametrize("field", [Shifted(3, -4.0, 3.0), TanhField(3)], ids=["stiff", "tanh"])
+@pytest.mark.parametrize("scheme", ["linear", "one-leg"])
+def test_gradients_through_every_fast_path(field, scheme):
+    # Plain fields (no declared spectrum): lazy Anderson with estimated damping from x, the
+    # adjoint's Neumann series with that damping; a time-dependent field for the times used.
     x = torch.randn(4, 3, dtype=DT, requires_grad=True)
-    for scheme in ("linear", "one-leg"):
-        layer = irn.ThetaLayer(field, theta=1.0, scheme=scheme, tol=1e-12, adjoint_tol=1e-12)
-        assert torch.autograd.gradcheck(lambda x, layer=layer: layer(x, 0.3), (x,))
+    layer = irn.ThetaLayer(field, theta=1.0, scheme=scheme, tol=1e-12, adjoint_tol=1e-12)
+    assert layer.solver_config().lazy == 0.5
+    assert torch.autograd.gradcheck(lambda x: layer(x, 0.3), (x,))
+    assert layer.stats.forward.damping is not None
 
 
 @pytest.mark.parametrize("n", [3, 64, 300])  # both kernels: broadcast below 256, bmm from it
@@ -160,3 +164,47 @@ def test_batched_products_match_einsum(n):
     torch.testing.assert_close(project(V, w), torch.einsum("bkn,bn->bk", V, w))
     torch.testing.assert_close(combine(c, V), torch.einsum("bk,bkn->bn", c, V))
     torch.testing.assert_close(gram(W, V), torch.einsum("bpn,bkn->bpk", W, V))
+
+
+def test_lazy_anderson_on_a_contracting_step_is_the_damped_iteration():
+    # Independent loop: the β = 1 predictor step, the secant β, then damped steps only.
+    field = Shifted(6, 0.0, 0.5)
+    x = torch.randn(8, 6, dtype=DT)
+
+    def residual(y):
+        return y - x - field(1.0, y)
+
+    def active(y):  # the shared stopping rule, per sample
+        return residual(y).norm(dim=1) / torch.maximum(y.norm(dim=1), x.norm(dim=1)) > 1e-10
+
+    with torch.no_grad():
+        y, st = anderson(residual, x, tol=1e-10, max_iter=100, lazy=0.5)
+        y1 = x - residual(x)
+        beta = _secant_damping(y1 - x, residual(y1) - residual(x))
+        ref = y1
+        for _ in range(st.iterations - 1):  # converged samples are frozen
+            ref = torch.where(active(ref)[:, None], ref - beta * residual(ref), ref)
+    assert st.converged and st.evaluations == st.iterations + 1 and not active(ref).any()
+    torch.testing.assert_close(y, ref, rtol=0, atol=1e-14)
+
+
+def test_lazy_anderson_mixes_when_the_damped_iteration_is_slow():
+    field = Shifted(16, -16.0, 15.0)  # the damped iteration contracts by 15/17 at best
+    x = torch.randn(32, 16, dtype=DT)
+
+    def residual(y):
+        return y - x - field(1.0, y)
+
+    with torch.no_grad():
+        _, lazy = anderson(residual, x, tol=1e-8, max_iter=100, lazy=0.5)
+        _, eager = anderson(residual, x, tol=1e-8, max_iter=100)
+    assert lazy.converged and eager.converged
+    assert lazy.iterations <= eager.iterations + 3
+
+
+@pytest.mark.parametrize("lazy", [0.0, 1.0, -0.5, True, "half"])
+def test_lazy_is_checked_when_the_configuration_is_built(lazy):
+    with pytest.raises(ValueError, match="lazy must be a float in"):
+        irn.solvers.Anderson(lazy=lazy)
+    with pytest.raises(ValueError, match="lazy must be a float in"):
+        irn.ThetaLayer(Shifted(2, 0.0, 0.5), solver="anderson", solver_options={"lazy": lazy})

@@ -15,7 +15,7 @@ from .config import (
     SolverConfig,
     make_config,
 )
-from .linear import LINEAR_SOLVERS, gmres, linear_solve, richardson
+from .linear import LINEAR_SOLVERS, gmres, linear_solve, neumann_gmres, richardson
 from .nonlinear import SOLVERS, anderson, fixed_point, lbfgs, newton_krylov, solve
 from .stats import (
     POLICIES,
@@ -51,6 +51,7 @@ __all__ = [
     "gmres",
     "lbfgs",
     "linear_solve",
+    "neumann_gmres",
     "newton_krylov",
     "relative_residual",
     "richardson",

@@ -102,16 +102,24 @@ class FixedPoint(SolverConfig):
 
 @dataclass(frozen=True)
 class Anderson(SolverConfig):
-    """Anderson acceleration with ``memory`` differences of the damped map ``y − β r(y)``."""
+    """Anderson acceleration with ``memory`` differences of the damped map ``y − β r(y)``
+    (``damping`` β: None estimates it per sample; ``lazy``: mix only once damped steps
+    contract slower than this factor, see :func:`irn.solvers.anderson`)."""
 
     memory: int = 5
     damping: float | None = None
+    lazy: float | None = None
     name: ClassVar[str] = "anderson"
     spectral: ClassVar[str | None] = "damping"
 
     def __post_init__(self) -> None:
         _positive_int("Anderson", "memory", self.memory)
         _damping("Anderson", "damping", self.damping)
+        lazy = self.lazy
+        if lazy is not None and (
+            isinstance(lazy, bool) or not isinstance(lazy, (int, float)) or not 0 < lazy < 1
+        ):
+            raise ValueError(f"Anderson: lazy must be a float in (0, 1) or None, got {lazy!r}")
 
     def function(self):
         from .nonlinear import anderson

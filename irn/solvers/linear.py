@@ -196,7 +196,7 @@ def neumann_gmres(
     over to GMRES (warm-started) as soon as it stops contracting.
 
     A forward Anderson solve estimates ``ω ≈ 1/c`` per sample, ``c`` the centre of the residual
-    Jacobian's spectrum (:func:`irn.solvers.nonlinear._secant_damping`); the adjoint matrix is
+    Jacobian's spectrum (:func:`irn.solvers.anderson` with its damping unset); the adjoint matrix is
     that Jacobian's transpose, with the same spectrum, so the damped series usually converges
     as fast as GMRES in products, with a fraction of GMRES's orthogonalization work per
     product. Nothing guarantees it: when some active sample's residual fails to shrink by

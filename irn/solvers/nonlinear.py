@@ -96,7 +96,7 @@ def fixed_point(
     r = residual(y)
     tr = _Tracker("fixed-point", y, r, tol, scale)
     while tr.iterations < max_iter and not tr.done():
-        y = _select(tr.active, torch.add(y, r, alpha=-damping), y)
+        y = _select(tr.active, _damped(y, r, damping), y)
         r = residual(y)
         tr.evals += 1
         tr.update(y, r)
@@ -112,6 +112,7 @@ def anderson(
     scale: torch.Tensor | None = None,
     memory: int = 5,
     damping: float | None = None,
+    lazy: float | None = None,
 ) -> tuple[torch.Tensor, SolverStats]:
     """Anderson acceleration (type II, difference form) of the damped map ``y − β r(y)``.
 
@@ -121,9 +122,18 @@ def anderson(
     than the state dimension or zero), and ``y_{k+1} = y_k − β r_k − (ΔY − β ΔR) γ``.
 
     ``damping`` β: a number, or ``None`` (default) for a per-sample estimate: the first step
-    uses β = 1, and every later one the secant value of :func:`_secant_damping` from that
-    first pair. The differences are secant pairs of ``r`` whatever β is, so the history stays
-    valid when β changes.
+    uses β = 1, and every later one the secant value ``β_i = ⟨Δy_i, Δr_i⟩ / ‖Δr_i‖²`` of that
+    first pair (a Barzilai–Borwein step, about ``1/c`` for a residual Jacobian whose spectrum
+    is centred at ``c``; 1 where it is not positive, clamped to [1/64, 64]). The differences
+    are secant pairs of ``r`` whatever β is, so the history stays valid when β changes; the
+    estimate is returned in ``stats.damping``.
+
+    ``lazy``: ``None`` (default) mixes from the second iteration on. A factor in (0, 1) takes
+    plain damped steps ``y − β r`` while each one shrinks every active sample's residual by
+    at least that factor, and mixes (for good, from the pair of that step on) from the first
+    one that does not: a solve the damped iteration already does well costs no more than that
+    iteration, and one it does badly gets Anderson. (With β estimated, the first, β = 1 step
+    is not judged.) ``solver="auto"`` uses ½ for fields that declare no spectrum.
     """
     y = y0
     r = residual(y)
@@ -136,21 +146,25 @@ def anderson(
     # stored, so the step needs one combination, y − βr − Uγ) and the Gram matrix ΔRᵀΔR.
     # Unrolled (differentiable) solves must not write in place: there every update is new.
     inplace = not (torch.is_grad_enabled() and (y.requires_grad or r.requires_grad))
-    U = y.new_zeros(bsz, m, n)
-    dR = y.new_zeros(bsz, m, n)
-    G = y.new_zeros(bsz, m, m)
-    eye = torch.eye(m, dtype=y.dtype, device=y.device)
+    U = dR = G = eye = None  # allocated when mixing starts (a lazy solve may never mix)
     k = 0  # differences stored so far
-    y_prev = r_prev = None
+    y_prev = r_prev = res_prev = None
+    estimated = not adaptive
+    mixing = lazy is None
     while tr.iterations < max_iter and not tr.done():
-        step = y - damping * r
-        if y_prev is not None:
+        if y_prev is not None and not estimated:  # the first pair, from a β = 1 step
+            damping = _secant_damping(y - y_prev, r - r_prev)
+            estimated = True
+        elif y_prev is not None and not mixing:  # lazy: mix once a damped step is too slow
+            mixing = bool((tr.active & (tr.res > lazy * res_prev)).any())
+        step = _damped(y, r, damping)
+        if y_prev is not None and mixing:
+            if U is None:
+                U, dR = y.new_zeros(bsz, m, n), y.new_zeros(bsz, m, n)
+                G, eye = y.new_zeros(bsz, m, m), torch.eye(m, dtype=y.dtype, device=y.device)
             slot = k % m
             k += 1
             dy, dr = y - y_prev, r - r_prev
-            if adaptive and k == 1:
-                damping = _secant_damping(dy, dr)
-                step = y - damping * r
             u = dy - damping * dr
             if inplace:
                 U[:, slot], dR[:, slot] = u, dr
@@ -167,7 +181,7 @@ def anderson(
                 G, rhs = gram(dR, dR), project(dR[:, :j], r)
             coef = _mixing(G[:, :j, :j], rhs, r)
             step = step - combine(coef, U[:, :j])
-        y_prev, r_prev = y, r
+        y_prev, r_prev, res_prev = y, r, tr.res
         y = _select(tr.active, step, y)
         r = residual(y)
         tr.evals += 1
@@ -176,6 +190,13 @@ def anderson(
     if adaptive and isinstance(damping, torch.Tensor):
         stats.damping = damping.detach()
     return y, stats
+
+
+def _damped(y: torch.Tensor, r: torch.Tensor, beta) -> torch.Tensor:
+    """``y − β r`` in one op, for a number β or a per-sample ``(batch, 1)`` tensor."""
+    if isinstance(beta, torch.Tensor):
+        return torch.addcmul(y, beta, r, value=-1.0)
+    return torch.add(y, r, alpha=-beta)
 
 
 def _secant_damping(dy: torch.Tensor, dr: torch.Tensor) -> torch.Tensor:
