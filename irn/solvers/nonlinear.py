@@ -38,8 +38,9 @@ def _select(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.T
 class _Tracker:
     """Per-sample bookkeeping: relative residuals, active mask, best iterate, evaluations.
 
-    Nothing here reads a value back to the host except :meth:`done` (one flag per iteration):
-    the per-iteration maxima for ``stats.history`` stay on the device until :meth:`result`.
+    On an accelerator nothing here reads a value back to the host except :meth:`done` (one
+    flag per iteration); the per-iteration maxima for ``stats.history`` stay on the device until
+    :meth:`result`.
     """
 
     def __init__(self, name: str, y: torch.Tensor, r: torch.Tensor, tol: float, scale):
@@ -66,8 +67,13 @@ class _Tracker:
         self.res = self.measure(r, y)
         self.active = self.res > self.tol
         better = self.res < self.best_res
-        self.best_y = torch.where(better[:, None], y, self.best_y)
-        self.best_res = torch.where(better, self.res, self.best_res)
+        # On a CPU a host read is cheap and two full-size selects are not: the usual case (every
+        # sample improved) keeps the new iterate as it is. Accelerators never read back here.
+        if y.device.type == "cpu" and bool(better.all()):
+            self.best_y, self.best_res = y, self.res
+        else:
+            self.best_y = torch.where(better[:, None], y, self.best_y)
+            self.best_res = torch.where(better, self.res, self.best_res)
         self._history.append(self._max(self.res))
 
     def result(self) -> tuple[torch.Tensor, SolverStats]:
