@@ -15,7 +15,7 @@ import irn
 from irn.solvers import gmres
 from irn.solvers._batched import combine, gram, project
 from irn.solvers.linear import neumann_gmres
-from irn.solvers.nonlinear import _secant_damping, anderson
+from irn.solvers.nonlinear import _secant_damping, anderson, fixed_point
 
 DT = torch.float64
 
@@ -168,17 +168,18 @@ def test_batched_products_match_einsum(n):
 
 def test_lazy_anderson_on_a_contracting_step_is_the_damped_iteration():
     # Independent loop: the β = 1 predictor step, the secant β, then damped steps only.
-    field = Shifted(6, 0.0, 0.5)
+    # Contracting by ≤ 0.1 a step, 1e-6 is within the lazy horizon: it never mixes.
+    field = Shifted(6, 0.0, 0.1)
     x = torch.randn(8, 6, dtype=DT)
 
     def residual(y):
         return y - x - field(1.0, y)
 
     def active(y):  # the shared stopping rule, per sample
-        return residual(y).norm(dim=1) / torch.maximum(y.norm(dim=1), x.norm(dim=1)) > 1e-10
+        return residual(y).norm(dim=1) / torch.maximum(y.norm(dim=1), x.norm(dim=1)) > 1e-6
 
     with torch.no_grad():
-        y, st = anderson(residual, x, tol=1e-10, max_iter=100, lazy=0.5)
+        y, st = anderson(residual, x, tol=1e-6, max_iter=100, lazy=0.5)
         y1 = x - residual(x)
         beta = _secant_damping(y1 - x, residual(y1) - residual(x))
         ref = y1
@@ -208,3 +209,19 @@ def test_lazy_is_checked_when_the_configuration_is_built(lazy):
         irn.solvers.Anderson(lazy=lazy)
     with pytest.raises(ValueError, match="lazy must be a float in"):
         irn.ThetaLayer(Shifted(2, 0.0, 0.5), solver="anderson", solver_options={"lazy": lazy})
+
+
+def test_lazy_anderson_mixes_when_the_damped_iteration_has_far_to_go():
+    # Contracting by about ¼ per step passes the ½ test, but to 1e-12 the damped iteration
+    # would need many more steps than Anderson: the horizon test makes it mix.
+    field = Shifted(6, 0.0, 0.25)
+    x = torch.randn(8, 6, dtype=DT)
+
+    def residual(y):
+        return y - x - field(1.0, y)
+
+    with torch.no_grad():
+        _, lazy = anderson(residual, x, tol=1e-12, max_iter=100, lazy=0.5)
+        _, eager = anderson(residual, x, tol=1e-12, max_iter=100)
+        _, picard = fixed_point(residual, x, tol=1e-12, max_iter=100)
+    assert lazy.converged and lazy.iterations <= eager.iterations + 2 < picard.iterations

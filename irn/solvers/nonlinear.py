@@ -136,10 +136,12 @@ def anderson(
 
     ``lazy``: ``None`` (default) mixes from the second iteration on. A factor in (0, 1) takes
     plain damped steps ``y − β r`` while each one shrinks every active sample's residual by
-    at least that factor, and mixes (for good, from the pair of that step on) from the first
-    one that does not: a solve the damped iteration already does well costs no more than that
-    iteration, and one it does badly gets Anderson. (With β estimated, the first, β = 1 step
-    is not judged.) ``solver="auto"`` uses ½ for fields that declare no spectrum.
+    at least that factor and, at that rate, would reach ``tol`` within 6 more steps; from the
+    first step that fails either test it mixes (for good, starting from that step's pair). A
+    solve the damped iteration finishes quickly then costs no more than that iteration (an
+    Anderson step's own work is several field evaluations' worth on small states), and a slow
+    or long one gets Anderson. (With β estimated, the first, β = 1 step is not judged.)
+    ``solver="auto"`` uses ½ for fields that declare no spectrum.
     """
     y = y0
     r = residual(y)
@@ -162,7 +164,11 @@ def anderson(
             damping = _secant_damping(y - y_prev, r - r_prev)
             estimated = True
         elif y_prev is not None and not mixing:  # lazy: mix once a damped step is too slow
-            mixing = bool((tr.active & (tr.res > lazy * res_prev)).any())
+            ratio = tr.res / res_prev
+            # ... or when, at its current rate, it would need more than _HORIZON more steps
+            # (log(tol/res)/log(ratio) > H, written without a division; ratio < 1 here).
+            far = torch.log(tol / tr.res) < _HORIZON * torch.log(ratio)
+            mixing = bool((tr.active & ((ratio > lazy) | far)).any())
         step = _damped(y, r, damping)
         if y_prev is not None and mixing:
             if U is None:
@@ -196,6 +202,9 @@ def anderson(
     if adaptive and isinstance(damping, torch.Tensor):
         stats.damping = damping.detach()
     return y, stats
+
+
+_HORIZON = 6  # lazy Anderson: damped steps it may still plan to take before it mixes
 
 
 def _damped(y: torch.Tensor, r: torch.Tensor, beta) -> torch.Tensor:
