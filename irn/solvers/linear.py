@@ -191,6 +191,7 @@ def neumann_gmres(
     max_iter: int = 50,
     restart: int = 20,
     rate: float = 0.6,
+    horizon: int = 6,
 ) -> tuple[torch.Tensor, SolverStats]:
     """Richardson ``x ← x + ω(b − Ax)`` with a per-sample ``omega`` ``(batch, 1)``, handing
     over to GMRES (warm-started) as soon as it stops contracting.
@@ -200,8 +201,10 @@ def neumann_gmres(
     that Jacobian's transpose, with the same spectrum, so the damped series usually converges
     as fast as GMRES in products, with a fraction of GMRES's orthogonalization work per
     product. Nothing guarantees it: when some active sample's residual fails to shrink by
-    ``rate`` (0.6) in one step, the rest of the budget goes to GMRES from the current iterate
-    (a series that slow would need more products than GMRES does).
+    ``rate`` (0.6) in one step, or at the first product's rate would need more than
+    ``horizon`` (6) further products to reach ``tol``, the rest of the budget goes to GMRES
+    from the current iterate (a series that slow, or that long, needs more products than
+    GMRES does: GMRES finishes a 2-D system in two).
     """
     x = torch.zeros_like(b) if x0 is None else x0
     r = b - matvec(x) if x0 is not None else b
@@ -221,7 +224,12 @@ def neumann_gmres(
         evals += 1
         it += 1
         new = (torch.linalg.vector_norm(r.detach(), dim=1) / bnorm).nan_to_num_(nan=float("inf"))
-        grew = bool((active & (new > rate * res)).any())
+        ratio = new / res
+        slow = ratio > rate  # too slow: GMRES does better
+        if it == 1:  # ... or, at the first product's rate, more than `horizon` from tol
+            # (log(tol/new)/log(ratio) > horizon, written without a division)
+            slow = slow | ((new > tol) & (torch.log(tol / new) < horizon * torch.log(ratio)))
+        grew = bool((active & slow).any())
         res = new
         history.append(res.max())
         if grew:  # not contracting (or too slowly): GMRES takes over from here

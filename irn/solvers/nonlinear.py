@@ -136,12 +136,12 @@ def anderson(
 
     ``lazy``: ``None`` (default) mixes from the second iteration on. A factor in (0, 1) takes
     plain damped steps ``y − β r`` while each one shrinks every active sample's residual by
-    at least that factor and, at that rate, would reach ``tol`` within 6 more steps; from the
-    first step that fails either test it mixes (for good, starting from that step's pair). A
-    solve the damped iteration finishes quickly then costs no more than that iteration (an
-    Anderson step's own work is several field evaluations' worth on small states), and a slow
-    or long one gets Anderson. (With β estimated, the first, β = 1 step is not judged.)
-    ``solver="auto"`` uses ½ for fields that declare no spectrum.
+    at least that factor (and, judged at the first damped step, the rate would reach ``tol``
+    within 6 more steps); from the first step that fails either test it mixes (for good,
+    starting from that step's pair). A solve the damped iteration finishes quickly then costs
+    no more than that iteration (an Anderson step's own work is several field evaluations'
+    worth on small states), and a slow or long one gets Anderson. With β estimated, the first
+    (β = 1) step is not judged. ``solver="auto"`` uses ½ for fields that declare no spectrum.
     """
     y = y0
     r = residual(y)
@@ -158,17 +158,19 @@ def anderson(
     k = 0  # differences stored so far
     y_prev = r_prev = res_prev = None
     estimated = not adaptive
-    mixing = lazy is None
+    mixing, judged = lazy is None, False
     while tr.iterations < max_iter and not tr.done():
         if y_prev is not None and not estimated:  # the first pair, from a β = 1 step
             damping = _secant_damping(y - y_prev, r - r_prev)
             estimated = True
         elif y_prev is not None and not mixing:  # lazy: mix once a damped step is too slow
             ratio = tr.res / res_prev
-            # ... or when, at its current rate, it would need more than _HORIZON more steps
-            # (log(tol/res)/log(ratio) > H, written without a division; ratio < 1 here).
-            far = torch.log(tol / tr.res) < _HORIZON * torch.log(ratio)
-            mixing = bool((tr.active & ((ratio > lazy) | far)).any())
+            slow = ratio > lazy
+            if not judged:  # ... or if, at the first damped step's rate, it would need more
+                # than _HORIZON further steps (log(tol/res)/log(ratio) > H, no division)
+                slow = slow | (torch.log(tol / tr.res) < _HORIZON * torch.log(ratio))
+                judged = True
+            mixing = bool((tr.active & slow).any())
         step = _damped(y, r, damping)
         if y_prev is not None and mixing:
             if U is None:
