@@ -201,8 +201,8 @@ def neumann_gmres(
     that Jacobian's transpose, with the same spectrum, so the damped series usually converges
     as fast as GMRES in products, with a fraction of GMRES's orthogonalization work per
     product. Nothing guarantees it: when some active sample's residual fails to shrink by
-    ``rate`` (0.6) in one step, or at the first product's rate would need more than
-    ``horizon`` (6) further products to reach ``tol``, the rest of the budget goes to GMRES
+    ``rate`` (0.6) in one step, or at its current rate would need more than ``horizon`` (6)
+    further products to reach ``tol``, the rest of the budget goes to GMRES
     from the current iterate (a series that slow, or that long, needs more products than
     GMRES does: GMRES finishes a 2-D system in two).
     """
@@ -225,11 +225,10 @@ def neumann_gmres(
         it += 1
         new = (torch.linalg.vector_norm(r.detach(), dim=1) / bnorm).nan_to_num_(nan=float("inf"))
         ratio = new / res
-        slow = ratio > rate  # too slow: GMRES does better
-        if it == 1:  # ... or, at the first product's rate, more than `horizon` from tol
-            # (log(tol/new)/log(ratio) > horizon, written without a division)
-            slow = slow | ((new > tol) & (torch.log(tol / new) < horizon * torch.log(ratio)))
-        grew = bool((active & slow).any())
+        # Too slow, or at this rate more than `horizon` products from tol (log(tol/new) /
+        # log(ratio) > horizon, written without a division): GMRES does better.
+        far = (new > tol) & (torch.log(tol / new) < horizon * torch.log(ratio))
+        grew = bool((active & ((ratio > rate) | far)).any())
         res = new
         history.append(res.max())
         if grew:  # not contracting (or too slowly): GMRES takes over from here

@@ -136,11 +136,12 @@ def anderson(
 
     ``lazy``: ``None`` (default) mixes from the second iteration on. A factor in (0, 1) takes
     plain damped steps ``y − β r`` while each one shrinks every active sample's residual by
-    at least that factor (and, judged at the first damped step, the rate would reach ``tol``
-    within 6 more steps); from the first step that fails either test it mixes (for good,
-    starting from that step's pair). A solve the damped iteration finishes quickly then costs
-    no more than that iteration (an Anderson step's own work is several field evaluations'
-    worth on small states), and a slow or long one gets Anderson. With β estimated, the first
+    at least that factor, at that rate would reach ``tol`` within 6 more steps, and contracts
+    no worse than 1.5 times the step before; from the first step that fails a test it mixes
+    (for good, starting from that step's pair). A
+    solve the damped iteration finishes quickly then costs no more than that iteration (an
+    Anderson step's own work is several field evaluations' worth on small states), and a slow
+    or long one gets Anderson. With β estimated, the first
     (β = 1) step is not judged. ``solver="auto"`` uses ½ for fields that declare no spectrum.
     """
     y = y0
@@ -158,19 +159,22 @@ def anderson(
     k = 0  # differences stored so far
     y_prev = r_prev = res_prev = None
     estimated = not adaptive
-    mixing, judged = lazy is None, False
+    mixing = lazy is None
+    ratio_prev = None
     while tr.iterations < max_iter and not tr.done():
         if y_prev is not None and not estimated:  # the first pair, from a β = 1 step
             damping = _secant_damping(y - y_prev, r - r_prev)
             estimated = True
         elif y_prev is not None and not mixing:  # lazy: mix once a damped step is too slow
             ratio = tr.res / res_prev
-            slow = ratio > lazy
-            if not judged:  # ... or if, at the first damped step's rate, it would need more
-                # than _HORIZON further steps (log(tol/res)/log(ratio) > H, no division)
-                slow = slow | (torch.log(tol / tr.res) < _HORIZON * torch.log(ratio))
-                judged = True
-            mixing = bool((tr.active & slow).any())
+            # ... or would, at this rate, need more than _HORIZON further steps
+            # (log(tol/res)/log(ratio) > H, written without a division), or its rate worsens
+            # by half again: the error is settling into slow modes, which is where Anderson's
+            # extrapolation pays and the damped iteration's horizon was optimistic.
+            far = torch.log(tol / tr.res) < _HORIZON * torch.log(ratio)
+            slowing = ratio > 1.5 * ratio_prev if ratio_prev is not None else far
+            mixing = bool((tr.active & ((ratio > lazy) | far | slowing)).any())
+            ratio_prev = ratio
         step = _damped(y, r, damping)
         if y_prev is not None and mixing:
             if U is None:
