@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ._batched import combine, project
+from ._rules import slow_iteration
 from .stats import SolverStats, relative_residual
 
 if TYPE_CHECKING:
@@ -191,7 +192,6 @@ def neumann_gmres(
     max_iter: int = 50,
     restart: int = 20,
     rate: float = 0.6,
-    horizon: int = 6,
 ) -> tuple[torch.Tensor, SolverStats]:
     """Richardson ``x ← x + ω(b − Ax)`` with a per-sample ``omega`` ``(batch, 1)``, handing
     over to GMRES (warm-started) as soon as it stops contracting.
@@ -200,11 +200,11 @@ def neumann_gmres(
     Jacobian's spectrum (:func:`irn.solvers.anderson` with its damping unset); the adjoint matrix is
     that Jacobian's transpose, with the same spectrum, so the damped series usually converges
     as fast as GMRES in products, with a fraction of GMRES's orthogonalization work per
-    product. Nothing guarantees it: when some active sample's residual fails to shrink by
-    ``rate`` (0.6) in one step, or at its current rate would need more than ``horizon`` (6)
-    further products to reach ``tol``, the rest of the budget goes to GMRES
-    from the current iterate (a series that slow, or that long, needs more products than
-    GMRES does: GMRES finishes a 2-D system in two).
+    product. Nothing guarantees it. When the batch's worst residual fails to shrink by
+    ``rate`` (0.6) in one step, or at its current rate would need more than 6 further products
+    to reach ``tol``, or its rate worsens by half again, the rest of the budget goes to GMRES
+    from the current iterate: a series that slow, or that long, needs more products than GMRES
+    does (GMRES finishes a 2-D system in two).
     """
     x = torch.zeros_like(b) if x0 is None else x0
     r = b - matvec(x) if x0 is not None else b
@@ -214,7 +214,7 @@ def neumann_gmres(
     bnorm = torch.linalg.vector_norm(b.detach(), dim=1).clamp_min(torch.finfo(b.dtype).tiny)
     res = relative_residual(r, b)
     history = [res.max()]
-    it = 0
+    it, rate_prev = 0, None
     while it < max_iter:
         active = res > tol  # a non-finite residual is inf here: active
         if not bool(active.any()):
@@ -224,15 +224,14 @@ def neumann_gmres(
         evals += 1
         it += 1
         new = (torch.linalg.vector_norm(r.detach(), dim=1) / bnorm).nan_to_num_(nan=float("inf"))
-        ratio = new / res
-        # Too slow, or at this rate more than `horizon` products from tol (log(tol/new) /
-        # log(ratio) > horizon, written without a division): GMRES does better.
-        far = (new > tol) & (torch.log(tol / new) < horizon * torch.log(ratio))
-        grew = bool((active & ((ratio > rate) | far)).any())
+        # The batch's worst rate and residual, read back as two numbers.
+        worst = torch.where(active, new / res, 0.0).max()
         res = new
         history.append(res.max())
-        if grew:  # not contracting (or too slowly): GMRES takes over from here
+        step_rate, res_max = torch.stack((worst, history[-1])).tolist()
+        if slow_iteration(step_rate, rate_prev, res_max, tol, rate):  # GMRES takes over
             break
+        rate_prev = step_rate
     history = torch.stack(history).tolist()
     if it < max_iter and not bool((res <= tol).all()):
         x, gst = gmres(matvec, b, x, tol=tol, max_iter=max_iter - it, restart=restart)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from ._batched import combine, gram, project
+from ._rules import slow_iteration
 from .config import NONLINEAR_CONFIGS, SolverConfig, make_config
 from .linear import gmres
 from .stats import SolverStats, relative_residual
@@ -135,14 +136,14 @@ def anderson(
     estimate is returned in ``stats.damping``.
 
     ``lazy``: ``None`` (default) mixes from the second iteration on. A factor in (0, 1) takes
-    plain damped steps ``y − β r`` while each one shrinks every active sample's residual by
-    at least that factor, at that rate would reach ``tol`` within 6 more steps, and contracts
-    no worse than 1.5 times the step before; from the first step that fails a test it mixes
-    (for good, starting from that step's pair). A
-    solve the damped iteration finishes quickly then costs no more than that iteration (an
-    Anderson step's own work is several field evaluations' worth on small states), and a slow
-    or long one gets Anderson. With β estimated, the first
-    (β = 1) step is not judged. ``solver="auto"`` uses ½ for fields that declare no spectrum.
+    plain damped steps ``y − β r`` while each one shrinks the batch's worst residual by at
+    least that factor, at that rate would reach ``tol`` within 6 more steps, and contracts no
+    worse than 1.5 times the step before (``irn.solvers._rules.slow_iteration``); from the
+    first step that fails a test it mixes (for good, starting from that step's pair). A solve
+    the damped iteration finishes quickly then costs no more than that iteration (an Anderson
+    step's own work is several field evaluations' worth on small states), and a slow or long
+    one gets Anderson. With β estimated, the first (β = 1) step is not judged.
+    ``solver="auto"`` uses ½ for fields that declare no spectrum.
     """
     y = y0
     r = residual(y)
@@ -160,21 +161,18 @@ def anderson(
     y_prev = r_prev = res_prev = None
     estimated = not adaptive
     mixing = lazy is None
-    ratio_prev = None
+    rate_prev = None
     while tr.iterations < max_iter and not tr.done():
         if y_prev is not None and not estimated:  # the first pair, from a β = 1 step
             damping = _secant_damping(y - y_prev, r - r_prev)
             estimated = True
         elif y_prev is not None and not mixing:  # lazy: mix once a damped step is too slow
-            ratio = tr.res / res_prev
-            # ... or would, at this rate, need more than _HORIZON further steps
-            # (log(tol/res)/log(ratio) > H, written without a division), or its rate worsens
-            # by half again: the error is settling into slow modes, which is where Anderson's
-            # extrapolation pays and the damped iteration's horizon was optimistic.
-            far = torch.log(tol / tr.res) < _HORIZON * torch.log(ratio)
-            slowing = ratio > 1.5 * ratio_prev if ratio_prev is not None else far
-            mixing = bool((tr.active & ((ratio > lazy) | far | slowing)).any())
-            ratio_prev = ratio
+            # Judged on the batch's worst rate and residual, read back as two numbers (a few
+            # tensor ops: each costs about as much as a small state's arithmetic on a CPU).
+            worst = torch.where(tr.active, tr.res / res_prev, 0.0).max()
+            rate, res_max = torch.stack((worst, tr._history[-1])).tolist()
+            mixing = slow_iteration(rate, rate_prev, res_max, tol, lazy)
+            rate_prev = rate
         step = _damped(y, r, damping)
         if y_prev is not None and mixing:
             if U is None:
@@ -208,9 +206,6 @@ def anderson(
     if adaptive and isinstance(damping, torch.Tensor):
         stats.damping = damping.detach()
     return y, stats
-
-
-_HORIZON = 6  # lazy Anderson: damped steps it may still plan to take before it mixes
 
 
 def _damped(y: torch.Tensor, r: torch.Tensor, beta) -> torch.Tensor:
