@@ -35,6 +35,11 @@ class Shifted(nn.Module):
         return self.shift * y + self.scale * torch.tanh(y @ self.W.T)
 
 
+def _backward_euler(field, x):
+    """The residual ``r(y) = y − x − F(1, y)`` of a backward-Euler step with h = 1."""
+    return lambda y: y - x - field(1.0, y)
+
+
 def test_secant_damping_is_the_inverse_slope_of_a_linear_residual():
     c = torch.tensor([[0.5], [2.0], [7.0]], dtype=DT)
     dy = torch.randn(3, 6, dtype=DT)
@@ -50,9 +55,7 @@ def test_secant_damping_is_the_inverse_slope_of_a_linear_residual():
 def test_estimated_damping_solves_stiff_steps_that_undamped_anderson_cannot(shift, scale, n):
     field = Shifted(n, shift, scale)
     x = torch.randn(64, n, dtype=DT)
-
-    def residual(y):
-        return y - x - field(1.0, y)
+    residual = _backward_euler(field, x)
 
     with torch.no_grad():
         _, fixed = anderson(residual, x, tol=1e-8, max_iter=100, damping=1.0)
@@ -174,9 +177,7 @@ def test_lazy_anderson_starts_as_the_damped_iteration():
     # judgement of whether to mix comes after that step.)
     field = Shifted(6, 0.0, 0.3)
     x = torch.randn(8, 6, dtype=DT)
-
-    def residual(y):
-        return y - x - field(1.0, y)
+    residual = _backward_euler(field, x)
 
     with torch.no_grad():
         y, st = anderson(residual, x, tol=1e-14, max_iter=2, lazy=0.5)
@@ -191,9 +192,7 @@ def test_lazy_anderson_starts_as_the_damped_iteration():
 def test_lazy_anderson_mixes_when_the_damped_iteration_is_slow():
     field = Shifted(16, -16.0, 15.0)  # the damped iteration contracts by 15/17 at best
     x = torch.randn(32, 16, dtype=DT)
-
-    def residual(y):
-        return y - x - field(1.0, y)
+    residual = _backward_euler(field, x)
 
     with torch.no_grad():
         _, lazy = anderson(residual, x, tol=1e-8, max_iter=100, lazy=0.5)
@@ -215,9 +214,7 @@ def test_lazy_anderson_mixes_when_the_damped_iteration_has_far_to_go():
     # would need many more steps than Anderson: the horizon test makes it mix.
     field = Shifted(6, 0.0, 0.25)
     x = torch.randn(8, 6, dtype=DT)
-
-    def residual(y):
-        return y - x - field(1.0, y)
+    residual = _backward_euler(field, x)
 
     with torch.no_grad():
         _, lazy = anderson(residual, x, tol=1e-12, max_iter=100, lazy=0.5)
