@@ -122,7 +122,7 @@ class Anderson(SolverConfig):
             raise ValueError(f"Anderson: lazy must be a float in (0, 1) or None, got {lazy!r}")
 
     def function(self):
-        from .nonlinear import anderson
+        from .acceleration import anderson
 
         return anderson
 
