@@ -29,7 +29,7 @@ LINT_PATHS := $(wildcard irn tests benchmarks scripts _ext)
 # figures are never displayed, so neither stored in the .ipynb nor shown in the book.
 unexport MPLBACKEND
 
-.PHONY: all venv test test-other-cpu test-browser book notebooks lint bench bench-quick clean distclean
+.PHONY: all venv test test-other-cpu test-browser book notebooks results lint bench bench-quick clean distclean
 
 all: test book
 
@@ -91,3 +91,9 @@ clean:
 # Also removes the virtual environment (the next target re-creates it).
 distclean: clean
 	rm -rf $(VENV)
+
+# Regenerate every committed result (book/results/*.json) at a clean commit, two processes
+# on the two cores (scripts/make_results.py lists each run's command). Hours of CPU: run it in
+# a clean worktree if you want to go on editing meanwhile.
+results: $(STAMP)
+	$(NETGUARD) $(PY) scripts/make_results.py

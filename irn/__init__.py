@@ -19,7 +19,7 @@ from . import (
 )
 from .fields import MLP, ConvField, SpectralNormalized
 from .layers import ThetaLayer, ThetaStats
-from .models import ImplicitResNet, Trajectory
+from .models import ImplicitChain, ImplicitResNet, Trajectory
 from .solvers import ConvergenceError, ConvergenceWarning, SolverStats
 
 __version__ = "0.1.0"
@@ -30,6 +30,7 @@ __all__ = [
     "SpectralNormalized",
     "ConvergenceError",
     "ConvergenceWarning",
+    "ImplicitChain",
     "ImplicitResNet",
     "SolverStats",
     "ThetaLayer",

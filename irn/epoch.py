@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from . import distributed
 from .layers import ThetaStats
-from .models import ImplicitResNet, Trajectory
+from .models import ImplicitChain, ImplicitResNet, Trajectory
 from .regularizers import trajectory_regularizer
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ class EpochRunner:
         """Train one epoch; returns this rank's sums (loss·samples, solver counts, ...)."""
         cfg, x, y, n = self.cfg, self.x, self.y, self.x.shape[0]
         self.epoch, tot = epoch, Counter()
-        implicit = isinstance(self.net, ImplicitResNet)
+        implicit = isinstance(self.net, (ImplicitResNet, ImplicitChain))
         ws, regularize = distributed.world_size(), cfg.alpha_div > 0 or cfg.alpha_tv > 0
         probes = None
         if cfg.alpha_div:

@@ -11,7 +11,7 @@ from torch import nn
 
 from .layers import ThetaLayer, ThetaStats
 
-__all__ = ["ImplicitResNet", "Trajectory"]
+__all__ = ["ImplicitChain", "ImplicitResNet", "Trajectory"]
 
 
 @dataclass
@@ -157,3 +157,34 @@ class ImplicitResNet(nn.Module):
             traj.stats.append(stats)
         out = self.output_map(y) if self.output_map is not None else y
         return (out, traj) if return_trajectory else out
+
+
+class ImplicitChain(nn.Sequential):
+    """Modules applied in order, some of them :class:`ImplicitResNet` blocks: e.g. the paper's
+    MNIST network, implicit blocks between strided convolutions.
+
+    Called with ``return_trajectory=True`` it returns ``(output, trajectory)``: the
+    trajectory's ``stats`` are every block's step stats in order (what :func:`irn.train.fit`
+    logs), and its ``states`` are the inputs and outputs of the implicit blocks. The
+    regularizers of :func:`irn.train.fit` need one :class:`ImplicitResNet` and refuse a chain.
+    """
+
+    @property
+    def blocks(self) -> list[ImplicitResNet]:
+        """The implicit blocks, in order."""
+        return [m for m in self if isinstance(m, ImplicitResNet)]
+
+    def forward(
+        self, x: torch.Tensor, *, return_trajectory: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
+        """Apply every module in order; see the class docstring for ``return_trajectory``."""
+        traj = Trajectory([], [])
+        for module in self:
+            if isinstance(module, ImplicitResNet):
+                traj.states.append(x)
+                x, inner = module(x, return_trajectory=True)
+                traj.states.append(x)
+                traj.stats.extend(inner.stats)
+            else:
+                x = module(x)
+        return (x, traj) if return_trajectory else x

@@ -41,7 +41,7 @@ from .checkpoint import (
 )
 from .epoch import EpochRunner, TrainingError, reduce_ranks, where
 from .metrics import accuracy, evaluate
-from .models import ImplicitResNet
+from .models import ImplicitChain, ImplicitResNet
 
 __all__ = [
     "CheckpointError",
@@ -250,7 +250,7 @@ def fit(
                     f"every batch of epoch {epoch} was non-finite and skipped; training cannot "
                     "go on", epoch, None,
                 )  # fmt: skip
-            _record(history, tot, cfg, isinstance(net, ImplicitResNet), optimizer)
+            _record(history, tot, cfg, isinstance(net, (ImplicitResNet, ImplicitChain)), optimizer)
             wall = time.perf_counter() - clock
             if ws > 1:  # the slowest rank's time, so that every rank logs the same history
                 wall = float(distributed.all_reduce_max([wall])[0])

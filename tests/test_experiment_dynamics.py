@@ -23,7 +23,7 @@ def _without_times(obj):
     """Results minus the measured times (the only entries allowed to differ between runs)."""
     if isinstance(obj, dict):
         return {k: _without_times(v) for k, v in obj.items()
-                if k not in ("wall_time", "train_time")}  # fmt: skip
+                if k not in ("wall_time", "cpu_time", "train_time")}  # fmt: skip
     if isinstance(obj, list):
         return [_without_times(v) for v in obj]
     return obj

