@@ -17,7 +17,7 @@ from . import (
     stability,
     train,
 )
-from .fields import MLP, ConvField, SpectralNormalized
+from .fields import MLP, ConvField, Linear, SpectralNormalized
 from .layers import ThetaLayer, ThetaStats
 from .models import ImplicitChain, ImplicitResNet, Trajectory
 from .solvers import ConvergenceError, ConvergenceWarning, SolverStats
@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP",
     "ConvField",
+    "Linear",
     "SpectralNormalized",
     "ConvergenceError",
     "ConvergenceWarning",

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .spectral import apply_spectral_norm, frozen
 
-__all__ = ["ConvField", "MLP", "SpectralNormalized", "frozen", "make_activation"]
+__all__ = ["ConvField", "Linear", "MLP", "SpectralNormalized", "frozen", "make_activation"]
 
 # Lipschitz constants: 1 for all but gelu (≈1.13), silu (≈1.10) and sigmoid (1/4). The eigenvalue
 # disc of SpectralNormalized needs activations with constant ≤ 1.
@@ -54,6 +54,60 @@ def _check_positive(**kwargs: int | None) -> None:
     for name, value in kwargs.items():
         if value is not None and value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value}")
+
+
+class Linear(nn.Module):
+    """Affine field F(t, y) = A y + b(t), A fixed: the test equation of stability analysis.
+
+    The book's small linear and affine examples (a scalar decay λy, a 2×2 rotation, a stiff
+    forced decay λ(y − cos t) − sin t) are all this one module.
+
+    Args:
+        A: Square matrix ``(d, d)`` (real or complex), or a scalar for d = 1.
+        b: Offset: None, a vector ``(d,)``, or a callable ``b(t)`` returning one (a forcing).
+        trainable: Make ``A`` (and a tensor ``b``) parameters instead of buffers.
+
+    ``y`` has shape ``(batch, d)``; the output has the dtype of ``y`` promoted with ``A``.
+    """
+
+    def __init__(self, A, b=None, *, trainable: bool = False) -> None:
+        super().__init__()
+        A = torch.as_tensor(A)
+        if A.dim() == 0:
+            A = A.reshape(1, 1)
+        if A.dim() != 2 or A.shape[0] != A.shape[1]:
+            raise ValueError(f"A must be a square matrix (d, d) or a scalar, got shape "
+                             f"{tuple(A.shape)}")  # fmt: skip
+        if not (A.is_floating_point() or A.is_complex()):
+            A = A.to(torch.get_default_dtype())
+        self.forcing = None
+        if callable(b) and not isinstance(b, Tensor):
+            self.forcing, b = b, None
+        elif b is not None:
+            b = torch.as_tensor(b, dtype=A.dtype).reshape(-1)
+            if b.shape[0] != A.shape[0]:
+                raise ValueError(f"b must have {A.shape[0]} entries (A is {tuple(A.shape)}), "
+                                 f"got {b.shape[0]}")  # fmt: skip
+        if trainable:
+            self.A = nn.Parameter(A)
+            self.b = None if b is None else nn.Parameter(b)
+        else:
+            self.register_buffer("A", A)
+            self.register_buffer("b", b)
+        self.state_shape: tuple[int, ...] = (A.shape[0],)
+
+    def forward(self, t: float | Tensor, y: Tensor) -> Tensor:
+        """``A y + b(t)`` for ``y`` of shape ``(batch, d)``."""
+        out = y @ self.A.to(torch.promote_types(y.dtype, self.A.dtype)).T
+        if self.b is not None:
+            out = out + self.b
+        if self.forcing is not None:
+            out = out + torch.as_tensor(self.forcing(t), dtype=out.dtype)
+        return out
+
+    def extra_repr(self) -> str:
+        forcing = ", forcing" if self.forcing is not None else ""
+        return f"d={self.A.shape[0]}, offset={self.b is not None}{forcing}"
 
 
 class MLP(nn.Module):

@@ -1,4 +1,5 @@
-"""Evaluation of a trained model: batched loss and metrics, top-k accuracy.
+"""Evaluation of a trained model: batched loss and metrics, top-k accuracy; the memory that
+autograd saves for backward.
 
 ``evaluate`` computes ``(1/n) Σ_B |B|·m(model(x_B), y_B)``, exact for batch means ``m``.
 """
@@ -10,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["accuracy", "evaluate"]
+__all__ = ["accuracy", "evaluate", "saved_bytes"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Metric = Callable[[Tensor, Tensor], float | Tensor]
@@ -74,3 +75,25 @@ def accuracy(logits: Tensor, labels: Tensor, k: int = 1) -> float:
         raise ValueError(f"k must lie in [1, {logits.shape[1]}], got {k}")
     hits = (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
     return float(hits.double().mean())
+
+
+def saved_bytes(fn: Callable[[], object], *, exclude=()) -> tuple[object, int]:
+    """Run ``fn()`` and return ``(result, bytes)``: the bytes of the tensors autograd saved
+    for backward while it ran, each storage counted once, leaving out the storages of the
+    tensors in ``exclude`` (e.g. the parameters and the input, which exist anyway).
+
+    Tensors saved by reference keep their storage alive until the result is freed, so an
+    address is never reused and counted twice.
+    """
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(seen.values())
