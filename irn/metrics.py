@@ -6,6 +6,8 @@ autograd saves for backward.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -78,22 +80,32 @@ def accuracy(logits: Tensor, labels: Tensor, k: int = 1) -> float:
 
 
 def saved_bytes(fn: Callable[[], object], *, exclude=()) -> tuple[object, int]:
-    """Run ``fn()`` and return ``(result, bytes)``: the bytes of the tensors autograd saved
-    for backward while it ran, each storage counted once, leaving out the storages of the
-    tensors in ``exclude`` (e.g. the parameters and the input, which exist anyway).
+    """Run ``fn()`` and return ``(result, bytes)``: the bytes of the tensors that the autograd
+    graph of the result still holds for backward when ``fn`` returns, each storage counted
+    once, leaving out the storages of the tensors in ``exclude`` (e.g. the parameters and the
+    input, which exist anyway).
 
-    Tensors saved by reference keep their storage alive until the result is freed, so an
-    address is never reused and counted twice.
+    Saved tensors are tracked by weak references and counted if still alive when ``fn``
+    returns: those of operations whose results were dropped inside ``fn`` (a solver's discarded
+    iterates) are freed with them and not counted, and a freed storage whose address is reused
+    is never mistaken for a live one. (An operation that saves its own output forms a
+    reference cycle through its graph node; such a tensor lives until the cycle is collected.)
     """
     skip = {t.untyped_storage().data_ptr() for t in exclude}
-    seen: dict[int, int] = {}
+    saved: list[weakref.ref] = []
 
     def pack(t: Tensor) -> Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in skip:
-            seen[storage.data_ptr()] = storage.nbytes()
+        saved.append(weakref.ref(t))
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
-    return out, sum(seen.values())
+    gc.collect()  # drop graphs kept only by reference cycles, as backward would never see them
+    live: dict[int, int] = {}
+    for ref in saved:
+        t = ref()
+        if t is not None:
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in skip:
+                live[storage.data_ptr()] = storage.nbytes()
+    return out, sum(live.values())

@@ -22,7 +22,7 @@ ALLOWED_FILE = Path(__file__).with_name("prose_numbers.json")
 _STRIP = [
     re.compile(r"```.*?```", re.S),  # fenced code (and directive fences: their bodies stay)
     re.compile(r"\$\$.*?\$\$", re.S),  # display math
-    re.compile(r"(?<!\\)\$[^$\n]+?(?<!\\)\$"),  # inline math
+    re.compile(r"(?<!\\)\$[^$]+?(?<!\\)\$"),  # inline math (may wrap across lines)
     re.compile(r"\{[\w:-]+\}`[^`]*`"),  # MyST roles: {cite}`..`, {glue:text}`..`, {math}`..`
     re.compile(r"``[^`]*``|`[^`\n]*`"),  # inline code
     re.compile(r"\]\([^)]*\)"),  # link targets
@@ -55,6 +55,9 @@ def _unfence_directives(text: str) -> str:
     lines, out, code = text.splitlines(), [], False
     for line in lines:
         stripped = line.strip()
+        if re.match(r"^(`{3,}|~{3,})\{(math|code-cell|code)\}", stripped):
+            code = True  # a math or code directive: its body is not prose
+            continue
         if re.match(r"^(`{3,}|~{3,})\{", stripped):
             continue  # opening fence of a directive
         if re.match(r"^(`{3,}|~{3,})\s*$", stripped) and not code:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 from torch import nn
 
+import irn
 from irn.fields import MLP, ConvField, SpectralNormalized, frozen, make_activation
 from irn.spectral import SpectralNorm, power_iterate
 
@@ -200,3 +202,35 @@ def test_frozen_jvp_vjp_match_autograd() -> None:
     torch.testing.assert_close(torch.einsum("nijkabc,nabc->nijk", jac, dy), jvp)
     sn(0.0, y)  # outside frozen, training mode: the estimate moves again
     assert not torch.equal(before[0], sn.field.net[1].parametrizations.weight[0]._v)
+
+
+def test_linear_field_is_the_affine_test_equation():
+    A = torch.tensor([[0.0, 1.0], [-4.0, -0.5]], dtype=torch.float64)
+    b = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    y = torch.randn(7, 2, dtype=torch.float64)
+    torch.testing.assert_close(irn.Linear(A)(0.0, y), y @ A.T)
+    torch.testing.assert_close(irn.Linear(A, b)(0.3, y), y @ A.T + b)
+    forced = irn.Linear(-20.0, b=lambda t: 20.0 * math.cos(t))
+    y1 = torch.randn(4, 1, dtype=torch.float64)
+    torch.testing.assert_close(forced(0.7, y1), -20.0 * y1 + 20.0 * math.cos(0.7))
+    z = torch.randn(3, 2, dtype=torch.complex128)
+    torch.testing.assert_close(irn.Linear(A)(0.0, z), z @ A.to(z.dtype).T)
+    assert not list(irn.Linear(A).parameters())
+    assert len(list(irn.Linear(A, b, trainable=True).parameters())) == 2
+
+
+def test_linear_field_refuses_bad_shapes_at_construction():
+    with pytest.raises(ValueError, match="square"):
+        irn.Linear(torch.ones(2, 3))
+    with pytest.raises(ValueError, match="b must have 2 entries"):
+        irn.Linear(torch.eye(2), b=torch.ones(3))
+
+
+def test_linear_field_gradcheck_in_a_theta_layer():
+    A = torch.tensor([[-1.0, 2.0], [0.0, -3.0]], dtype=torch.float64)
+    layer = irn.ThetaLayer(irn.Linear(A), theta=1.0, h=0.5, tol=1e-12)
+    x = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,))
+    # closed form: y = (I − hA)⁻¹ x for θ = 1
+    expect = torch.linalg.solve(torch.eye(2, dtype=torch.float64) - 0.5 * A, x.detach().T).T
+    torch.testing.assert_close(layer(x.detach()), expect)

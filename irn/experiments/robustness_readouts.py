@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["summarize", "summary", "trend"]
+__all__ = ["adjacent", "effect", "per_seed", "summarize", "summary", "theta_effect", "trend"]
 
 
 def summarize(results: dict, key: str = "accuracy", split: str = "train") -> dict:
@@ -86,3 +86,73 @@ def summary(results: dict) -> str:
         lines.append(f"trend (std >= 0.3, training images): {trend(res)['verdict']}")
     lines.append(f"wall time {results['meta']['wall_time']:.1f} s")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ paired effects and controls
+def per_seed(results: dict, theta: float, key: str, split: str = "test", index=None) -> np.ndarray:
+    """One θ's values over seeds: ``results[key][split][θ][seed][index]`` for the accuracy
+    tables (``accuracy``, ``top2``, ``fgsm``, ``pgd``; ``index`` the noise std or ε position),
+    ``results[key][θ][seed]`` for per-network scalars (``final_loss``, ``margin_test``, ...)."""
+    res = results.get("results", results)
+    i = list(res["thetas"]).index(float(theta))
+    table = res[key]
+    if isinstance(table, dict):
+        rows = np.asarray(table[split][i], dtype=float)
+        return rows[:, index] if index is not None else rows
+    return np.asarray(table[i], dtype=float)
+
+
+def effect(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> dict:
+    """Paired effect ``a − b`` over seeds (same seed: same initial weights, batches and noise):
+    mean, the t-interval at ``level`` over the seeds, how many seeds have ``a > b``, and a
+    verdict computed from the interval: ``"a > b"`` if it lies above 0, ``"a < b"`` if below,
+    ``"no detectable effect"`` if it contains 0 (``"too few seeds"`` with fewer than 3)."""
+    from scipy.stats import t as student  # deferred: scipy.stats is slow to import
+
+    d = np.asarray(a, float) - np.asarray(b, float)
+    n = d.size
+    mean = float(d.mean())
+    half = float(student.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    lo, hi = mean - half, mean + half
+    if n < 3:
+        verdict = "too few seeds"
+    elif lo > 0:
+        verdict = "a > b"
+    elif hi < 0:
+        verdict = "a < b"
+    else:
+        verdict = "no detectable effect"
+    return {"mean": mean, "low": lo, "high": hi, "positive": int((d > 0).sum()), "n": n,
+            "verdict": verdict}  # fmt: skip
+
+
+def theta_effect(
+    one: dict,
+    zero: dict | None = None,
+    *,
+    key: str = "accuracy",
+    split: str = "test",
+    index=None,
+    theta: float = 1.0,
+) -> dict:
+    """Paired effect of θ = ``theta`` minus θ = 0, the θ = 0 networks taken from ``zero`` (a
+    control run that only trains θ = 0; default: ``one`` itself). Both runs must use the same
+    seeds, so that pairs share initial weights, batches and noise draws."""
+    zero = one if zero is None else zero
+    seeds_one = one.get("results", one)["seeds"]
+    seeds_zero = zero.get("results", zero)["seeds"]
+    if list(seeds_one) != list(seeds_zero):
+        raise ValueError(f"paired runs need the same seeds, got {seeds_one} and {seeds_zero}")
+    a = per_seed(one, theta, key, split, index)
+    b = per_seed(zero, 0.0, key, split, index)
+    return effect(a, b)
+
+
+def adjacent(results: dict, *, key: str = "accuracy", split: str = "test", index=None) -> list:
+    """Paired effects of each θ minus the next smaller θ of the same run."""
+    thetas = list(results.get("results", results)["thetas"])
+    return [
+        {"thetas": (hi, lo), **effect(per_seed(results, hi, key, split, index),
+                                      per_seed(results, lo, key, split, index))}
+        for lo, hi in zip(thetas[:-1], thetas[1:], strict=True)
+    ]  # fmt: skip
