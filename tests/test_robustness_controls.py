@@ -176,3 +176,22 @@ def test_matched_compute_epochs_from_a_reference_run(tmp_path):
     path = tmp_path / "ref.json"
     path.write_text(json.dumps(ref))
     assert module.matched_epochs(path) == 191  # 21 s / 0.11 s per epoch
+
+
+def test_control_table_pairs_each_control_with_its_reference():
+    def fake(thetas, acc0, acc1=None):
+        rows = [[[90.0, acc0[s]] for s in range(3)]]
+        if acc1 is not None:
+            rows.append([[95.0, acc1[s]] for s in range(3)])
+        loss = [[0.1, 0.1, 0.1]] * len(thetas)
+        return {"thetas": thetas, "seeds": [0, 1, 2], "noise_stds": [0.0, 0.3],
+                "accuracy": {"test": rows, "train": rows}, "final_loss": loss}  # fmt: skip
+
+    runs = {"shared": fake([0.0, 1.0], [50, 52, 51], [60, 61, 62]),
+            "plain": fake([0.0], [70, 72, 71])}  # fmt: skip
+    rows = rb.control_table(runs)
+    assert [r["control"] for r in rows] == ["shared band", "θ = 0 plain"]
+    assert rows[0]["noise_test"]["verdict"] == "a > b"  # θ = 1 beats the shared-band θ = 0
+    assert rows[1]["noise_test"]["verdict"] == "a < b"  # and loses to a plain θ = 0
+    assert rows[0]["clean_test"]["mean"] == pytest.approx(5.0)
+    assert "pgd_test" not in rows[0]

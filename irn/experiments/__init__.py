@@ -28,6 +28,7 @@ from typing import Any
 __all__ = [
     "REGISTRY",
     "describe",
+    "fetch",
     "finish",
     "load",
     "load_results",
@@ -254,6 +255,36 @@ def save_results(results: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    return path
+
+
+def fetch(path: str | os.PathLike[str], *, repo: str, ref: str, source: str | None = None) -> Path:
+    """``path`` if it exists, else a copy downloaded from the repository (a notebook opened on
+    Colab has no checkout): ``https://raw.githubusercontent.com/<owner>/<name>/<ref>/<source>``
+    with ``source`` the file's path in the repository (default: ``book/`` + ``path``).
+
+    A failed download prints one line that says what to do and stops the cell
+    (``SystemExit``), instead of a traceback.
+    """
+    import urllib.error
+    import urllib.request
+
+    path = Path(path)
+    if path.exists():
+        return path
+    owner_name = repo.rstrip("/").removesuffix(".git").split("github.com/")[-1]
+    source = source or f"book/{path.as_posix()}"
+    url = f"https://raw.githubusercontent.com/{owner_name}/{ref}/{source}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        urllib.request.urlretrieve(url, path)
+    except (OSError, urllib.error.URLError) as err:
+        if path.exists():
+            path.unlink()
+        raise SystemExit(
+            f"could not download {url} ({err}); run the notebook in a clone of {repo} "
+            f"(git checkout {ref}), or save that file as {path}"
+        ) from None
     return path
 
 

@@ -470,7 +470,9 @@ def _band_list(config: Config, theta: float) -> list[float] | None:
 
 # The read-outs live in their own module; they are part of this experiment's interface.
 from .robustness_readouts import (  # noqa: E402, F401
+    CONTROLS,
     adjacent,
+    control_table,
     effect,
     per_seed,
     summarize,

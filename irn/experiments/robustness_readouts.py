@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["adjacent", "effect", "per_seed", "summarize", "summary", "theta_effect", "trend"]
+__all__ = [
+    "CONTROLS",
+    "adjacent",
+    "control_table",
+    "effect",
+    "per_seed",
+    "summarize",
+    "summary",
+    "theta_effect",
+    "trend",
+]
 
 
 def summarize(results: dict, key: str = "accuracy", split: str = "train") -> dict:
@@ -156,3 +166,45 @@ def adjacent(results: dict, *, key: str = "accuracy", split: str = "test", index
                                       per_seed(results, lo, key, split, index))}
         for lo, hi in zip(thetas[:-1], thetas[1:], strict=True)
     ]  # fmt: skip
+
+
+# What each control compares: (name, which run gives θ = 1, which gives θ = 0, what it tests).
+CONTROLS = (
+    ("shared band", "shared", "shared", "the paper's comparison: one band [α, β] for every θ"),
+    ("equal contraction", "stability", "stability", "per-θ bands with the same range of R"),
+    ("θ = 0 contractive", "shared", "contractive", "θ = 0 on [−2/h, 0], where |R| ≤ 1"),
+    ("θ = 0 plain", "shared", "plain", "θ = 0 with no spectral constraint (a plain ResNet)"),
+    ("matched fit", "fit", "fit", "every network trained to the same training loss"),
+    ("matched compute", "shared", "compute", "θ = 0 given θ = 1's training CPU time"),
+)
+
+
+def _index(values, value) -> int:
+    return int(np.flatnonzero(np.isclose(np.asarray(values, float), value))[0])
+
+
+def control_table(runs: dict, *, std: float = 0.3, eps: float = 0.05, theta: float = 1.0) -> list:
+    """One row per control in :data:`CONTROLS` whose runs are in ``runs`` (a dict from the run
+    names ``shared``, ``stability``, ``contractive``, ``plain``, ``fit``, ``compute`` to
+    results): the paired effect of θ = ``theta`` minus θ = 0 (same seed) on held-out and
+    training accuracy at noise ``std``, on held-out accuracy under PGD at ``eps`` (if the runs
+    attacked), on clean held-out accuracy and on the final training loss, each with its
+    t-interval and verdict (:func:`effect`)."""
+    rows = []
+    for name, one_key, zero_key, what in CONTROLS:
+        if one_key not in runs or zero_key not in runs:
+            continue
+        one, zero = runs[one_key], runs[zero_key]
+        res = one.get("results", one)
+        s = _index(res["noise_stds"], std)
+        row = {"control": name, "what": what,
+               "noise_test": theta_effect(one, zero, split="test", index=s, theta=theta),
+               "noise_train": theta_effect(one, zero, split="train", index=s, theta=theta),
+               "clean_test": theta_effect(one, zero, split="test", index=0, theta=theta),
+               "final_loss": theta_effect(one, zero, key="final_loss", theta=theta)}  # fmt: skip
+        if res.get("attack_eps") and eps in res["attack_eps"]:
+            e = _index(res["attack_eps"], eps)
+            row["pgd_test"] = theta_effect(one, zero, key="pgd", split="test", index=e,
+                                           theta=theta)  # fmt: skip
+        rows.append(row)
+    return rows

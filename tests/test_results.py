@@ -1,0 +1,94 @@
+"""Committed results (book/results/*.json): made by `make results` at a clean commit, and still
+a description of the library: for every file one cell (θ, seed, configuration) is recomputed
+at full size and must match the committed value within the tolerance the file states
+(``meta.spot_check``). A library change that moves the results fails here until
+`make results` is rerun."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from irn import experiments
+
+RESULTS = sorted((Path(__file__).resolve().parents[1] / "book" / "results").glob("*.json"))
+IDS = [p.stem for p in RESULTS]
+
+
+@pytest.mark.parametrize("path", RESULTS, ids=IDS)
+def test_provenance_is_a_clean_commit(path):
+    meta = experiments.load_results(path)["meta"]
+    commit = meta.get("irn_commit")
+    assert commit and "+dirty" not in commit and meta.get("clean") is True, (
+        f"{path.name} was made from {commit!r} (clean={meta.get('clean')}); rerun `make results` "
+        "at a clean commit"
+    )
+    for key in ("cpu", "torch", "threads", "wall_time", "cpu_time", "spot_check", "command"):
+        assert key in meta, f"{path.name}: meta lacks {key!r}"
+
+
+def _close(new, old, *, rel=None, points=None, floor=0.0) -> list[str]:
+    new, old = np.asarray(new, dtype=float), np.asarray(old, dtype=float)
+    if points is not None:
+        bad = np.abs(new - old) > points
+    else:
+        bad = np.abs(new - old) > rel * np.abs(old) + floor
+    return [f"{n:.4g} vs committed {o:.4g}" for n, o in zip(new[bad], old[bad], strict=True)]
+
+
+def _robustness(old, new, spot) -> list[str]:
+    tol, i = spot["tolerance"], old["thetas"].index(spot["theta"])
+    msgs = []
+    for key, split in (("accuracy", "train"), ("accuracy", "test"), ("fgsm", "test"),
+                       ("pgd", "test")):  # fmt: skip
+        msgs += [f"{key}[{split}]: {m}" for m in _close(new[key][split][0][0],
+                                                        old[key][split][i][0],
+                                                        points=tol["accuracy_points"])]  # fmt: skip
+    msgs += [f"final_loss: {m}" for m in _close(new["final_loss"][0][0], old["final_loss"][i][0],
+                                                rel=tol["loss_rel"], floor=1e-3)]  # fmt: skip
+    return msgs
+
+
+def _regularization(old, new, spot) -> list[str]:
+    i, a = old["thetas"].index(spot["theta"]), old["alpha_divs"].index(spot["alpha_div"])
+    rel = spot["tolerance"]["loss_rel"]
+    return [f"train_loss: {m}" for m in _close(new["train_loss"][0][0][0],
+                                               old["train_loss"][i][a][0], rel=rel,
+                                               floor=1e-3)]  # fmt: skip
+
+
+def _lotka_volterra(old, new, spot) -> list[str]:
+    i, rel = old["thetas"].index(spot["theta"]), spot["tolerance"]["loss_rel"]
+    return [f"loss_train: {m}" for m in _close(new["runs"][0][0]["loss_train"],
+                                               old["runs"][i][0]["loss_train"], rel=rel,
+                                               floor=1e-5)]  # fmt: skip
+
+
+def _stiff(old, new, spot) -> list[str]:
+    i, rel = old["thetas"].index(spot["theta"]), spot["tolerance"]["loss_rel"]
+    return [f"{k}: {m}" for k in ("loss", "rmse_all")
+            for m in _close(new["runs"][0][0][0][k], old["runs"][i][0][0][k], rel=rel,
+                            floor=1e-3)]  # fmt: skip
+
+
+COMPARE = {"robustness": _robustness, "regularization": _regularization,
+           "lotka_volterra": _lotka_volterra, "stiff": _stiff}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", RESULTS, ids=IDS)
+def test_spot_check_one_cell_at_full_size(path):
+    committed = experiments.load_results(path)
+    name, spot = committed["experiment"], committed["meta"]["spot_check"]
+    module = experiments.load(name)
+    config = module.Config(**committed["config"])
+    overrides = dict(spot["overrides"])
+    if name == "stiff":  # one observation spacing: the first
+        overrides["observe_every"] = [config.observe_every[0]]
+    config = dataclasses.replace(config, **overrides)
+    fresh = module.run(config)["results"]
+    bad = COMPARE[name](committed["results"], fresh, spot)
+    assert not bad, f"{path.name} no longer describes the library (rerun `make results`): {bad}"
