@@ -24,10 +24,11 @@ trained network's forward solves on the training inputs (the solver is ``Config.
 the paper used L-BFGS).
 
 Differences from the paper's run, and why. The paper's penalty is linear in the divergence, so
-for θ ≥ ½ it has no minimum over unconstrained fields: a field that attracts stiffly to the
-target curve fits the data with a divergence as negative as one likes, and implicit steps stay
-stable for it (chapter 6 builds such a field). The reference code's 1D script bounds it with a
-Jacobian term α_jac·‖∂F/∂y‖²_F (α_jac = 0.1), which :class:`irn.train.TrainConfig` has no
+for every θ it is unbounded below over unconstrained fields: for θ ≥ ½ a field that attracts
+stiffly to the target curve fits the data with a divergence as negative as one likes while the
+implicit steps stay stable; for θ = 0 the same needs fields that vanish on the data and are
+unstable off it (chapter 6 builds both). The reference code's 1D script bounds it with a
+Jacobian term α_jac·‖∂F/∂y‖²_F (α_jac = 0.1; ‖J‖²_F ≥ (tr J)²/d bounds the sum below), which :class:`irn.train.TrainConfig` has no
 weight for; here the field is F^{α,β} (:class:`irn.SpectralNormalized`, tanh MLP of the paper's
 size, band [α, β] = [−3, 3] by default), whose eigenvalues stay in the disc of radius 3 around
 0, so the divergence is bounded and the explicit step can still leave its stability disc
