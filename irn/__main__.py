@@ -198,6 +198,23 @@ def _summary(module: types.ModuleType, results: dict) -> str:
     return "\n".join(lines)
 
 
+def _unwritable(out: str) -> str | None:
+    """Why ``out`` cannot be written (checked before a run), or None."""
+    path = os.path.abspath(out)
+    if os.path.isdir(path):
+        return "is a folder; name a file"
+    folder = os.path.dirname(path)
+    while not os.path.exists(folder):  # save_results creates missing folders
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return "the file exists and is not writable"
+    return None
+
+
 def _distributed_main() -> bool:
     """Join torchrun's process group if there is one; True on the rank that reports."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -231,6 +248,10 @@ def _experiments(argv: list[str]) -> int:
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.out and args.out != "-":
+        problem = _unwritable(args.out)
+        if problem:  # before the run, not after hours of it
+            parser.error(f"--out {args.out}: {problem}")
     try:
         config = experiments.make_config(name, full=args.full, **overrides)
     except (ValueError, TypeError) as err:

@@ -65,6 +65,9 @@ class ImplicitResNet(nn.Module):
         **layer_options,
     ) -> None:
         super().__init__()
+        for name, value in (("steps", steps), ("codim", codim)):
+            if value is not None and (isinstance(value, bool) or int(value) != value):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
         if isinstance(field, nn.Module):
             steps = 1 if steps is None else int(steps)
             fields = [field] if shared else [copy.deepcopy(field) for _ in range(steps)]
@@ -82,6 +85,8 @@ class ImplicitResNet(nn.Module):
         for name, rng in (("random_theta", random_theta), ("random_h", random_h)):
             if rng is not None and not (0 <= rng[0] <= rng[1]):
                 raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {rng}")
+        if random_h is not None and not random_h[0] > 0:
+            raise ValueError(f"random_h must have low > 0 (a step-size factor), got {random_h}")
         if random_theta is not None and random_theta[1] > 1.0:
             raise ValueError(f"random_theta must lie in [0, 1], got {random_theta}")
         self.steps, self.interval, self.codim = steps, float(interval), int(codim)

@@ -15,6 +15,7 @@ Checkpoints (:mod:`irn.checkpoint`) hold everything a bit-identical resume needs
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -86,7 +87,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = {
             "epochs >= 0": self.epochs >= 0,
-            "lr > 0": self.lr > 0,
+            "0 < lr < inf": 0 < self.lr < math.inf,
             "batch_size >= 1 or None": self.batch_size is None or self.batch_size >= 1,
             "samples >= 1": self.samples >= 1,
             "p >= 0": self.p >= 0,

@@ -256,3 +256,22 @@ def test_saved_json_keeps_number_lists_on_one_line(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not private like a mkstemp file
     experiments.save_results(results, path)  # overwriting works
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_unwritable_out_is_refused_before_the_run(tmp_path):
+    """An --out that cannot be written fails at once (exit 2, one line), not after the run."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("")
+    cases = [(tmp_path, "is a folder"), (a_file / "r.json", "is not a folder")]
+    if os.geteuid() != 0:  # root writes anywhere
+        cases.append((locked / "r.json", "not writable"))
+    try:
+        for out, why in cases:
+            proc = _irn("experiments", "robustness", "--seeds", "1", "--out", str(out))
+            assert proc.returncode == 2 and why in proc.stderr, proc.stderr
+            assert proc.stderr.count("\n") == 1
+    finally:
+        locked.chmod(0o700)

@@ -109,3 +109,15 @@ def test_random_theta_and_h_only_in_training():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         irn.ImplicitResNet(TanhField(2), **kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"steps": 2.5}, "steps must be an integer"),
+    ({"steps": 2, "codim": 1.5}, "codim must be an integer"),
+    ({"steps": 2, "random_h": (0.0, 0.0)}, "random_h must have low > 0"),
+])  # fmt: skip
+def test_non_integer_sizes_and_zero_step_factors_are_refused(kwargs, match):
+    """Truncating steps=2.5 to 2 without a word changed the network; h = 0 steps nothing."""
+    with pytest.raises(ValueError, match=match):
+        irn.ImplicitResNet(irn.MLP(2), **kwargs)
+    assert irn.ImplicitResNet(irn.MLP(2), steps=2.0).steps == 2  # integral floats are fine

@@ -547,3 +547,11 @@ def test_solver_failure_raise_keeps_history_and_checkpoint(tmp_path):
     fresh, _, _ = pushed_problem("raise")
     load(fresh, path)  # intact and loadable
     assert _finite(fresh)
+
+
+def test_infinite_learning_rate_is_refused_at_construction():
+    """lr=inf was accepted, and the next batch blamed the data ('non-finite inputs')."""
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=float("inf"))
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=float("nan"))

@@ -28,14 +28,15 @@ for every θ it is unbounded below over unconstrained fields: for θ ≥ ½ a fi
 stiffly to the target curve fits the data with a divergence as negative as one likes while the
 implicit steps stay stable; for θ = 0 the same needs fields that vanish on the data and are
 unstable off it (chapter 6 builds both). The reference code's 1D script bounds it with a
-Jacobian term α_jac·‖∂F/∂y‖²_F (α_jac = 0.1; ‖J‖²_F ≥ (tr J)²/d bounds the sum below), which :class:`irn.train.TrainConfig` has no
-weight for; here the field is F^{α,β} (:class:`irn.SpectralNormalized`, tanh MLP of the paper's
-size, band [α, β] = [−3, 3] by default), whose eigenvalues stay in the disc of radius 3 around
-0, so the divergence is bounded and the explicit step can still leave its stability disc
-(h·λ < −2). ``field="mlp"`` trains the unconstrained MLP instead (in trial runs with
-α_div ≥ 1, lr 1e-2 and a GELU MLP, its weighted divergence fell below −50 within 300 epochs for
-θ = ½ and 1, and the solves stopped converging). Training is Adam at lr 1e-2 for 200 epochs
-(``FULL``; the paper: lr 1e-3, 3000 epochs with a plateau schedule).
+Jacobian term α_jac·‖∂F/∂y‖²_F (α_jac = 0.1; ‖J‖²_F ≥ (tr J)²/d bounds the sum below), which
+:class:`irn.train.TrainConfig` has no weight for; here the field is F^{α,β}
+(:class:`irn.SpectralNormalized`, tanh MLP of the paper's size, band [α, β] = [−3, 3] by
+default), whose eigenvalues stay in the disc of radius 3 around 0, so the divergence is bounded
+and the explicit step can still leave its stability disc (h·λ < −2). ``field="mlp"`` trains the
+unconstrained MLP instead (in trial runs with α_div ≥ 1, lr 1e-2 and a GELU MLP, its weighted
+divergence fell below −50 within 300 epochs for θ = ½ and 1, and the solves stopped
+converging). Training is Adam at lr 1e-2 for 200 epochs (``FULL``; the paper: lr 1e-3, 3000
+epochs with a plateau schedule).
 """
 
 from __future__ import annotations
