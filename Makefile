@@ -20,7 +20,12 @@ WORKERS ?= 2
 # suite's network guard (tests/netguard/sitecustomize.py): nothing may open a connection.
 NETGUARD := PYTHONPATH=$(CURDIR)/tests/netguard
 PYTEST  := $(NETGUARD) $(VENV)/bin/pytest -n $(WORKERS) --dist loadfile --nbval \
-	--nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg -m "not browser"
+	--nbval-current-env --nbval-sanitize-with nbval_sanitize.cfg -m "not browser" --durations=25
+# What another CPU's code path can change: the stored notebook outputs, the exercise solutions'
+# asserts, and the numerics of fields, layers, solvers and spectra (not the CLI, checkpoints,
+# data or experiment plumbing, which the first pass covers).
+OTHER_CPU := book tests/test_exercises.py tests/test_fields.py tests/test_layers.py \
+	tests/test_solvers.py tests/test_spectral.py tests/test_stability.py tests/test_attacks.py
 # Only the folders that exist (empty ones are not in git); ruff fails on a missing path.
 LINT_PATHS := $(wildcard irn tests benchmarks scripts _ext)
 
@@ -53,10 +58,11 @@ $(BENCH_STAMP): $(STAMP)
 test: $(STAMP)
 	$(PYTEST)
 
-# The same suite on another CPU code path (MKL's compatible mode, ATen without SIMD kernels):
+# The notebooks and the numerics-sensitive tests on another CPU code path (MKL's compatible
+# mode, ATen without SIMD kernels):
 # stored notebook outputs must survive it (CONTRIBUTING.md).
 test-other-cpu: $(STAMP)
-	MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default $(PYTEST)
+	MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default $(PYTEST) $(OTHER_CPU)
 
 # Every page of the built book in headless Chromium (run `make book` first).
 # IRN_BROWSER_REQUIRED=1: a missing Chromium or a stale build fails instead of skipping.
