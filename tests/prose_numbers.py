@@ -31,8 +31,9 @@ _STRIP = [
     re.compile(r"^\s*:[\w-]+:.*$", re.M),  # directive options (:label:, :class:)
     re.compile(r"^`{3,}\{[\w-]+\}.*$", re.M),  # directive headers (```{exercise} title)
     re.compile(
-        r"\b(?:[Cc]hapters?|[Ss]ections?|[Ee]xercises?|[Ff]igures?|[Tt]ables?|"
-        r"[Ee]quations?|[Cc]ells?|[Ss]teps? \d+ of|ch|§)\s?\d+(?:[.–-]\d+)*"
+        r"(?:\b(?:[Cc]hapters?|[Ss]ections?|[Ee]xercises?|[Ff]igures?|[Tt]ables?|"
+        r"[Ee]quations?|[Cc]ells?|[Ss]teps? \d+ of|ch)|§)\s?\d+(?:[.–-]\d+)*"
+        r"(?:,\s?§\d+(?:\.\d+)*)*"
     ),
     re.compile(r"\b(?:19|20)\d\d\b"),  # years
     # a parameter's value: one symbol (θ, h, T, α_div, σ, ...) set or bounded by a number
