@@ -173,6 +173,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {path} is empty (0 bytes): an interrupted copy or a truncated file"
         )
+    _verify_records(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch reports damage as OSError, EOFError, KeyError, ...
@@ -199,6 +200,25 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("optimizer", "scheduler", "training"):
         out[key] = obj.get(key)
     return out
+
+
+def _verify_records(path: Path) -> None:
+    """Check every record of torch's zip archive against the CRC-32 the archive stores:
+    torch.load does not, so a flipped bit inside a tensor would load as a changed weight."""
+    if not zipfile.is_zipfile(path):
+        return  # not an archive (or truncated): torch.load's failure is diagnosed below
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every record; the first whose CRC fails, or None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise CheckpointError(
+            f"checkpoint {path} is damaged ({type(err).__name__}: {err})"
+        ) from err
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is damaged: record {bad!r} fails its CRC-32 check (a changed "
+            "byte on disk or in a copy); use an earlier checkpoint or a fresh copy"
+        )
 
 
 def _diagnose(path: Path, err: Exception) -> str:

@@ -555,3 +555,30 @@ def test_infinite_learning_rate_is_refused_at_construction():
         TrainConfig(lr=float("inf"))
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=float("nan"))
+
+
+@pytest.mark.parametrize("offset", [0, 100, 4095])
+def test_a_flipped_bit_inside_a_tensor_record_is_detected(tmp_path, offset):
+    """One flipped bit in a tensor's bytes loaded silently (weights changed by up to 3.7e37);
+    the zip archive's CRC-32 catches it, at load and at resume."""
+    import struct
+    import zipfile
+
+    torch.manual_seed(0)
+    net = nn.Linear(32, 32)
+    path = tmp_path / "net.pt"
+    save(net, path)
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if "/data/" in i.filename)
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack(
+        "<HH", data[info.header_offset + 26 : info.header_offset + 30]
+    )
+    data[info.header_offset + 30 + name_len + extra_len + offset] ^= 0x40
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        CheckpointError, match=r"net\.pt is damaged: record '.*data/0' fails its CRC"
+    ):
+        read_checkpoint(path)
+    with pytest.raises(CheckpointError, match="CRC"):
+        load(nn.Linear(32, 32), path)
