@@ -33,6 +33,7 @@ from .solvers import (
     default_tol,
     make_config,
 )
+from .spectral import frozen
 
 __all__ = ["SCHEMES", "ThetaLayer", "ThetaStats"]
 
@@ -323,6 +324,9 @@ class ThetaLayer(nn.Module):
             )
             self.stats = stats
             y = x.clone()
+            if torch.is_grad_enabled():  # a graph to the parameters too (zero gradients), as
+                with frozen(self.field):  # nn.Linear has for an empty batch
+                    y = y + 0.0 * self.field(t, x)
             return (y, stats) if return_stats else y
         # The first evaluation may advance spectral-norm power iterations (train mode);
         # every later one is frozen, so the solve sees one fixed field.

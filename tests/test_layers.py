@@ -349,3 +349,17 @@ def test_spectral_predictor_is_exact_for_linear_fields():
     y = layer(x)
     assert layer.stats.iterations == 0
     torch.testing.assert_close(y, x * (1 - 0.5 * 2.0) / (1 + 0.5 * 2.0))
+
+
+@pytest.mark.parametrize("theta", [0.0, 0.5, 1.0])
+def test_backward_through_an_empty_batch_gives_zero_gradients(theta):
+    """An empty batch whose input does not require grad crashed in backward ('does not
+    require grad'); nn.Linear gives zero gradients, and so does the layer now."""
+    torch.manual_seed(0)
+    layer = irn.ThetaLayer(irn.SpectralNormalized(irn.MLP(4), alpha=-1.0, beta=0.0),
+                           theta=theta, h=0.5)  # fmt: skip
+    y = layer(torch.randn(0, 4))
+    assert y.shape == (0, 4)
+    y.sum().backward()
+    grads = [q.grad for q in layer.parameters() if q.requires_grad]
+    assert grads and all(g is not None and not g.any() for g in grads)
