@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed
-from .layers import ThetaStats
+from .layers import ThetaStats, record_stats
 from .models import ImplicitChain, ImplicitResNet, Trajectory
 from .regularizers import trajectory_regularizer
 
@@ -131,10 +131,13 @@ class EpochRunner:
             mine = slice(i + lo, i + hi) if order is None else order[i + lo : i + hi]
             xb, yb = x[mine], y[mine]
             self.optimizer.zero_grad(set_to_none=True)
+            recorded: list = []
             if implicit:
                 out, traj = self.runner(xb, return_trajectory=True)
-            else:
-                out, traj = self.runner(xb), None
+            else:  # any other model: every ThetaLayer inside it reports its stats here
+                with record_stats() as recorded:
+                    out = self.runner(xb)
+                traj = None
             data = self.loss_fn(out, yb)
             objective = data
             if regularize:
@@ -144,7 +147,7 @@ class EpochRunner:
             if ws > 1:  # all ranks must skip (or raise) together, or DDP would wait forever
                 finite = not bool(distributed.all_reduce_max(float(not finite)))
             if not finite:
-                self._count(traj, tot)
+                self._count(traj, recorded, tot)
                 self._nonfinite(tot, f"loss (data loss {float(data.detach()):.3g})")
                 continue
             # DDP averages gradients over ranks; this weight makes that the global batch mean.
@@ -152,7 +155,7 @@ class EpochRunner:
             grads = [q.grad for q in self.net.parameters() if q.grad is not None]
             # After DDP's all-reduce the gradients agree on every rank, and so does this test.
             if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
-                self._count(traj, tot)
+                self._count(traj, recorded, tot)
                 self._nonfinite(tot, "gradients")
                 continue
             if cfg.grad_clip is not None:
@@ -165,14 +168,13 @@ class EpochRunner:
             if regularize:
                 tot["div"] += (hi - lo) * float(div.detach())
                 tot["tv"] += (hi - lo) * float(tv.detach())
-            self._count(traj, tot)
+            self._count(traj, recorded, tot)
         self.batch = None
         return tot
 
     @staticmethod
-    def _count(traj: Trajectory | None, tot: Counter) -> None:
-        if traj is not None:
-            count_solves(traj.stats, tot)
+    def _count(traj: Trajectory | None, recorded: list, tot: Counter) -> None:
+        count_solves(traj.stats if traj is not None else recorded, tot)
 
     def _nonfinite(self, tot: Counter, what: str) -> None:
         """Skip the batch or raise; the gradients are dropped and nothing was stepped."""

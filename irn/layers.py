@@ -15,6 +15,7 @@ the only module that writes the backward pass.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 
@@ -35,11 +36,36 @@ from .solvers import (
 )
 from .spectral import frozen
 
-__all__ = ["SCHEMES", "ThetaLayer", "ThetaStats"]
+__all__ = ["SCHEMES", "ThetaLayer", "ThetaStats", "record_stats"]
 
 BACKWARDS = ("adjoint", "unrolled")
 # Solvers whose first step from x is the predictor (β r(x) = −βh F): they start at x.
 _START_AT_X = ("fixed-point", "anderson")
+
+
+_recording = threading.local()
+
+
+@contextlib.contextmanager
+def record_stats():
+    """Collect, into the yielded list, the :class:`ThetaStats` of every :class:`ThetaLayer`
+    call this thread makes inside the block, however deep the layers sit in a model (e.g.
+    ``nn.Sequential(ImplicitResNet(...))``): how :func:`irn.train.fit` logs solver statistics
+    of any model. Read the list after ``backward`` to see the adjoint solves too."""
+    stack = getattr(_recording, "stack", None)
+    if stack is None:
+        stack = _recording.stack = []
+    sink: list[ThetaStats] = []
+    stack.append(sink)
+    try:
+        yield sink
+    finally:
+        del stack[next(i for i, s in enumerate(stack) if s is sink)]  # by identity
+
+
+def _emit(stats: ThetaStats) -> None:
+    for sink in getattr(_recording, "stack", ()):
+        sink.append(stats)
 
 
 class ThetaLayer(nn.Module):
@@ -327,6 +353,7 @@ class ThetaLayer(nn.Module):
             if torch.is_grad_enabled():  # a graph to the parameters too (zero gradients), as
                 with frozen(self.field):  # nn.Linear has for an empty batch
                     y = y + 0.0 * self.field(t, x)
+            _emit(stats)
             return (y, stats) if return_stats else y
         # The first evaluation may advance spectral-norm power iterations (train mode);
         # every later one is frozen, so the solve sees one fixed field.
@@ -349,6 +376,7 @@ class ThetaLayer(nn.Module):
             y = x + step.h * fx
         else:
             y, stats = solve_step(self, x, t, fx, step, config, tol, name)
+        _emit(stats)
         return (y, stats) if return_stats else y
 
     def _where(self, name: str | None, what: str) -> str:

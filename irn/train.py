@@ -41,8 +41,9 @@ from .checkpoint import (
     unwrap,
 )
 from .epoch import EpochRunner, TrainingError, reduce_ranks, where
+from .layers import ThetaLayer
 from .metrics import accuracy, evaluate
-from .models import ImplicitChain, ImplicitResNet
+from .models import ImplicitResNet
 
 __all__ = [
     "CheckpointError",
@@ -235,6 +236,7 @@ def fit(
     finite_rows = torch.isfinite(x.reshape(n, -1)).all(dim=1)
     bad_rows = None if bool(finite_rows.all()) else ~finite_rows
     loop = EpochRunner(runner, net, loss_fn, x, y, cfg, optimizer, shuffler, bad_rows, bsz)
+    implicit = any(isinstance(m, ThetaLayer) for m in net.modules())  # log solver statistics
     show = cfg.progress and distributed.is_main()
     bar = tqdm(range(start, cfg.epochs), desc="fit", disable=not show, file=sys.stderr,
                initial=start, total=cfg.epochs)  # fmt: skip
@@ -251,7 +253,7 @@ def fit(
                     f"every batch of epoch {epoch} was non-finite and skipped; training cannot "
                     "go on", epoch, None,
                 )  # fmt: skip
-            _record(history, tot, cfg, isinstance(net, (ImplicitResNet, ImplicitChain)), optimizer)
+            _record(history, tot, cfg, implicit, optimizer)
             wall = time.perf_counter() - clock
             if ws > 1:  # the slowest rank's time, so that every rank logs the same history
                 wall = float(distributed.all_reduce_max([wall])[0])

@@ -582,3 +582,30 @@ def test_a_flipped_bit_inside_a_tensor_record_is_detected(tmp_path, offset):
         read_checkpoint(path)
     with pytest.raises(CheckpointError, match="CRC"):
         load(nn.Linear(32, 32), path)
+
+
+def test_solver_statistics_of_a_wrapped_network_are_logged():
+    """fit on nn.Sequential(ImplicitResNet(...)) logged no solver statistics."""
+    x, y = torch.randn(32, 3), torch.randn(32, 3)
+    torch.manual_seed(0)
+    inner = irn.ImplicitResNet(irn.MLP(3, 8), steps=2, theta=1.0)
+    wrapped = nn.Sequential(nn.Identity(), inner)
+    history = fit(wrapped, F.mse_loss, (x, y), TrainConfig(epochs=2, progress=False))
+    assert len(history.iterations) == 2 and all(i > 0 for i in history.iterations)
+    assert all(b is not None and b > 0 for b in history.backward_iterations)
+    torch.manual_seed(0)
+    direct = irn.ImplicitResNet(irn.MLP(3, 8), steps=2, theta=1.0)
+    reference = fit(direct, F.mse_loss, (x, y), TrainConfig(epochs=2, progress=False))
+    assert history.iterations == reference.iterations  # the same solves, counted the same
+    assert history.backward_iterations == reference.backward_iterations
+
+
+def test_record_stats_collects_nested_layer_calls():
+    layer = irn.ThetaLayer(irn.MLP(2), theta=1.0, h=0.5)
+    with irn.layers.record_stats() as outer:
+        with irn.layers.record_stats() as inner:
+            layer(torch.randn(4, 2))
+        layer(torch.randn(4, 2))
+    assert len(inner) == 1 and len(outer) == 2
+    layer(torch.randn(4, 2))
+    assert len(outer) == 2  # nothing is recorded outside the block
