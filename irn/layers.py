@@ -43,6 +43,28 @@ BACKWARDS = ("adjoint", "unrolled")
 _START_AT_X = ("fixed-point", "anderson")
 
 
+_AUTO_FORWARD = ("fixed-point", "anderson")  # what solver="auto" chooses between
+
+
+def _suited(options: dict, cls) -> dict:
+    """The options a configuration class accepts."""
+    return {k: v for k, v in options.items() if k in cls.accepted()}
+
+
+def _check_auto_options(options: dict, candidates, registry, what: str) -> None:
+    """Options for "auto": each accepted by one of its candidates, each candidate valid."""
+    accepted = {k for name in candidates for k in registry[name].accepted()}
+    unknown = sorted(set(options) - accepted)
+    opt_name = "adjoint_options" if what.startswith("adjoint") else "solver_options"
+    if unknown:
+        raise ValueError(
+            f"{what}='auto' chooses among {list(candidates)}, which accept the options "
+            f"{sorted(accepted)}; got unknown {unknown} in {opt_name}"
+        )
+    for name in candidates:
+        make_config(name, _suited(options, registry[name]), registry, what)
+
+
 _recording = threading.local()
 
 
@@ -139,19 +161,19 @@ class ThetaLayer(nn.Module):
         ):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {list(allowed)}")
-        # Validated configurations. "auto" picks a solver per call from the field's spectrum,
-        # so its options must suit both candidates (damping does; memory does not).
+        # Validated configurations. "auto" picks a solver per call from the field's spectrum:
+        # each option must suit one of its candidates, and goes to the candidates it suits
+        # (memory to Anderson, restart to GMRES, damping to both).
         self._solver_options = dict(solver_options or {})
         self._adjoint_options = dict(adjoint_options or {})
         self._solver = self._adjoint = None
         if solver == "auto":
-            for candidate in ("fixed-point", "anderson"):
-                make_config(candidate, self._solver_options, NONLINEAR_CONFIGS)
+            _check_auto_options(self._solver_options, _AUTO_FORWARD, NONLINEAR_CONFIGS, "solver")
         else:
             self._solver = make_config(solver, self._solver_options, NONLINEAR_CONFIGS)
         if adjoint_solver == "auto":
-            for candidate in LINEAR_CONFIGS:
-                make_config(candidate, self._adjoint_options, LINEAR_CONFIGS, "adjoint_solver")
+            _check_auto_options(self._adjoint_options, tuple(LINEAR_CONFIGS), LINEAR_CONFIGS,
+                                "adjoint_solver")  # fmt: skip
         else:
             self._adjoint = make_config(
                 adjoint_solver, self._adjoint_options, LINEAR_CONFIGS, "adjoint_solver"
@@ -278,7 +300,8 @@ class ThetaLayer(nn.Module):
         config = self._solver
         if self.solver == "auto":
             name = "fixed-point" if self._fast(step) else "anderson"
-            config = make_config(name, self._solver_options, NONLINEAR_CONFIGS)
+            options = _suited(self._solver_options, NONLINEAR_CONFIGS[name])
+            config = make_config(name, options, NONLINEAR_CONFIGS)
             if name == "anderson" and self.contraction(step) is None and config.lazy is None:
                 config = dataclasses.replace(config, lazy=0.5)
         return self._with_declared_damping(config, step)
@@ -303,7 +326,8 @@ class ThetaLayer(nn.Module):
         config = self._adjoint
         if self.adjoint_solver == "auto":
             name = "fixed-point" if self._fast(step) else "gmres"
-            config = make_config(name, self._adjoint_options, LINEAR_CONFIGS)
+            options = _suited(self._adjoint_options, LINEAR_CONFIGS[name])
+            config = make_config(name, options, LINEAR_CONFIGS)
         return self._with_declared_damping(config, step)
 
     def method(self) -> str:

@@ -363,3 +363,21 @@ def test_backward_through_an_empty_batch_gives_zero_gradients(theta):
     y.sum().backward()
     grads = [q.grad for q in layer.parameters() if q.requires_grad]
     assert grads and all(g is not None and not g.any() for g in grads)
+
+
+def test_auto_solvers_take_the_options_of_the_solver_they_choose():
+    """solver_options={"memory": 8} and adjoint_options={"restart": 30} were refused with a
+    message about 'fixed-point', a solver the user never chose."""
+    plain = irn.ThetaLayer(irn.MLP(3), theta=1.0, h=0.5, solver_options={"memory": 8},
+                           adjoint_options={"restart": 30})  # fmt: skip
+    assert plain.solver_config().memory == 8  # Anderson, for a field with no declared spectrum
+    assert plain.adjoint_config().restart == 30
+    declared = irn.ThetaLayer(irn.SpectralNormalized(irn.MLP(3), alpha=-1.0, beta=0.0),
+                              theta=1.0, h=0.5, solver_options={"memory": 8})  # fmt: skip
+    assert declared.solver_config().name == "fixed-point"  # memory does not apply: unused
+    x = torch.randn(4, 3, requires_grad=True)
+    plain(x).sum().backward()
+    with pytest.raises(ValueError, match=r"solver='auto' chooses among .*unknown \['bogus'\]"):
+        irn.ThetaLayer(irn.MLP(3), solver_options={"bogus": 1})
+    with pytest.raises(ValueError, match="memory"):
+        irn.ThetaLayer(irn.MLP(3), solver_options={"memory": 0})  # still validated
