@@ -57,6 +57,11 @@ def _check_auto_options(options: dict, candidates, registry, what: str) -> None:
     unknown = sorted(set(options) - accepted)
     opt_name = "adjoint_options" if what.startswith("adjoint") else "solver_options"
     if unknown:
+        try:  # a reserved option (tol, max_iter, ...) gets make_config's "pass it to the layer"
+            make_config(candidates[0], {k: options[k] for k in unknown}, registry, what)
+        except ValueError as err:
+            if "may not contain" in str(err):
+                raise
         raise ValueError(
             f"{what}='auto' chooses among {list(candidates)}, which accept the options "
             f"{sorted(accepted)}; got unknown {unknown} in {opt_name}"
