@@ -27,7 +27,7 @@ PYTEST  := $(NETGUARD) $(VENV)/bin/pytest -n $(WORKERS) --dist loadfile --nbval 
 OTHER_CPU := book tests/test_exercises.py tests/test_fields.py tests/test_layers.py \
 	tests/test_solvers.py tests/test_spectral.py tests/test_stability.py tests/test_attacks.py
 # Only the folders that exist (empty ones are not in git); ruff fails on a missing path.
-LINT_PATHS := $(wildcard irn tests benchmarks scripts _ext)
+LINT_PATHS := $(wildcard irn tests benchmarks scripts _ext examples)
 
 # Kernels must pick matplotlib's backend themselves: ipykernel selects its inline backend (headless,
 # Agg-based) only when MPLBACKEND is unset. With MPLBACKEND=Agg inherited from the shell, notebook
