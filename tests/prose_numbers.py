@@ -80,6 +80,7 @@ def numerals(text: str, allowed: list[str]) -> list[str]:
     text = _unfence_directives(text)
     for pattern in _STRIP:
         text = pattern.sub(" ", text)
+    text = re.sub(r"\s+", " ", text)  # an allowed phrase may wrap across lines
     for phrase in sorted(allowed, key=len, reverse=True):
         text = text.replace(phrase, " ")
     return NUMBER.findall(text)
