@@ -101,5 +101,5 @@ distclean: clean
 # Regenerate every committed result (book/results/*.json) at a clean commit, two processes
 # on the two cores (scripts/make_results.py lists each run's command). Hours of CPU: run it in
 # a clean worktree if you want to go on editing meanwhile.
-results: $(STAMP)
+results: $(BENCH_STAMP)
 	$(NETGUARD) $(PY) scripts/make_results.py

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 import time
 
 NAMES = ["forward", "training", "floor", "memory", "gradients", "scaling"]
@@ -25,11 +26,22 @@ def main() -> None:
     from .common import set_device
 
     set_device(args.device)
+    from irn.experiments import meta
+
+    info = meta(0.0)  # the commit that runs (irn's own checkout), clean or not, the machine
+    begin, begin_cpu = time.perf_counter(), time.process_time()
     for name in args.names:
         start = time.perf_counter()
         module = importlib.import_module(f"benchmarks.{name}")
         module.run(quick=args.quick)
         print(f"\n({name}: {time.perf_counter() - start:.0f} s)\n")
+    from .common import write_meta
+
+    info.update(wall_time=round(time.perf_counter() - begin, 3),
+                cpu_time=round(time.process_time() - begin_cpu, 3),
+                benchmarks=list(args.names), quick=args.quick,
+                command="python -m benchmarks " + " ".join(sys.argv[1:]))  # fmt: skip
+    write_meta(info, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -131,3 +131,15 @@ def write(name: str, payload: dict, quick: bool = False) -> Path:
     tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def write_meta(info: dict, quick: bool = False) -> Path:
+    """Store the run's ``meta`` (irn commit and whether the tree was clean, machine, wall and
+    CPU time, command) in :func:`results_path`: what `make results` needs to reproduce it."""
+    path = results_path(quick)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data["meta"] = info
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path

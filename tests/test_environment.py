@@ -9,7 +9,6 @@ the book and publishes ``_build/html`` to GitHub Pages.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
 
 
 def _pins(lines) -> dict[str, str]:
@@ -89,33 +87,7 @@ def test_book_requirements_are_exact_pins_without_torch_or_irn():
     assert not {"torch", "irn"} & set(_pins(lines)), "torch/irn belong outside book.txt"
 
 
-def _code_cells(path: Path) -> list[str]:
-    cells = json.loads(path.read_text())["cells"]
-    return ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
-
-
-def _repository() -> str:
-    return yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
-
-
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_colab_first_cell_installs_irn_when_missing(notebook):
-    first = _code_cells(notebook)[0]
-    assert "except ImportError" in first, f"{notebook.name}: guard the install with ImportError"
-    assert f"%pip install -q git+{_repository()}" in first, (
-        f"{notebook.name}: the first code cell must install irn from {_repository()} on Colab"
-    )
-
-
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_colab_fetches_repository_files_when_missing(notebook):
-    # A notebook opened on Colab has no checkout around it: a file it reads from the repository
-    # (a relative path out of book/) must be downloaded from GitHub when it is missing.
-    code = "\n".join(_code_cells(notebook))
-    reads_repository = re.search(r"""Path\(\s*["']\.\.["']\s*\)|["']\.\./""", code)
-    if reads_repository:
-        raw = _repository().replace("github.com", "raw.githubusercontent.com")
-        assert raw in code, f"{notebook.name} reads repository files but never fetches {raw}/..."
+# The Colab install line and the results downloads of every notebook: tests/test_book_setup.py.
 
 
 @pytest.fixture(scope="module")

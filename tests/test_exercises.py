@@ -46,6 +46,19 @@ def _setup(stem: str) -> str:
 SOLUTIONS = solutions()
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_state():
+    """A notebook's setup sets torch's default dtype, threads and seed for the whole process:
+    put them back, so the other tests of this worker see the defaults."""
+    import torch
+
+    dtype, threads, rng = torch.get_default_dtype(), torch.get_num_threads(), torch.get_rng_state()
+    yield
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(threads)
+    torch.set_rng_state(rng)
+
+
 def test_solutions_are_found():
     assert len(SOLUTIONS) >= 10
 
