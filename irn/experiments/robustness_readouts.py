@@ -174,8 +174,12 @@ CONTROLS = (
     ("equal contraction", "stability", "stability", "per-θ bands with the same range of R"),
     ("θ = 0 contractive", "shared", "contractive", "θ = 0 on [−2/h, 0], where |R| ≤ 1"),
     ("θ = 0 plain", "shared", "plain", "θ = 0 with no spectral constraint (a plain ResNet)"),
-    ("θ = 0 equal-R band", "shared", "stability",
-     "θ = 1 on the paper's band against θ = 0 on its equal-contraction band"),
+    (
+        "θ = 0 equal-R band",
+        "shared",
+        "stability",
+        "θ = 1 on the paper's band against θ = 0 on its equal-contraction band",
+    ),
     ("matched fit", "fit", "fit", "every network trained to the same training loss"),
     ("matched compute", "shared", "compute", "θ = 0 given θ = 1's training CPU time"),
 )
