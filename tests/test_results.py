@@ -102,3 +102,4 @@ def spot_check(path) -> None:
     fresh = module.run(config)["results"]
     bad = COMPARE[name](committed["results"], fresh, spot)
     assert not bad, f"{path.name} no longer describes the library (rerun `make results`): {bad}"
+
