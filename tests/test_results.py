@@ -7,6 +7,7 @@ at full size and must match the committed value within the tolerance the file st
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +104,15 @@ def spot_check(path) -> None:
     bad = COMPARE[name](committed["results"], fresh, spot)
     assert not bad, f"{path.name} no longer describes the library (rerun `make results`): {bad}"
 
+
+def test_benchmark_results_come_from_a_clean_commit():
+    """benchmarks/results/cpu.json (written by `python -m benchmarks`, last in `make results`)
+    records the commit and the machine too; its timings are not re-measured in CI."""
+    path = RESULTS[0].parents[2] / "benchmarks" / "results" / "cpu.json"
+    meta = json.loads(path.read_text(encoding="utf-8")).get("meta", {})
+    commit = meta.get("irn_commit")
+    assert commit and "+dirty" not in commit and meta.get("clean") is True, (
+        f"{path.name}: made from {commit!r} (clean={meta.get('clean')}); rerun `make results`"
+    )
+    for key in ("cpu", "torch", "threads", "wall_time", "cpu_time", "command"):
+        assert key in meta, f"{path.name}: meta lacks {key!r}"
