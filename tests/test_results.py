@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -90,9 +91,28 @@ def test_spot_check_one_cell_at_full_size(path):
     spot_check(path)
 
 
+# Training is chaotic: on another CPU code path (another CPU model, or MKL_CBWR /
+# ATEN_CPU_CAPABILITY set) rounding differences grow over the epochs. Measured on this project's
+# machine with MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default: 6 of 15 cells moved beyond their
+# tolerance, one MNIST network collapsed on one path and trained on the other. So the cell is
+# recomputed on the code path that made the results, and elsewhere skipped, saying why.
+_OTHER_PATH = ("MKL_CBWR", "ATEN_CPU_CAPABILITY")
+
+
+def _code_path_differs(meta: dict) -> str | None:
+    here = experiments.meta(0.0)["cpu"]
+    if here != meta.get("cpu"):
+        return f"results made on {meta.get('cpu')!r}, this machine is {here!r}"
+    changed = [v for v in _OTHER_PATH if os.environ.get(v)]
+    return f"{', '.join(changed)} set: another CPU code path" if changed else None
+
+
 def spot_check(path) -> None:
     """Recompute the file's spot-check cell with the library as it is, and compare."""
     committed = experiments.load_results(path)
+    reason = _code_path_differs(committed["meta"])
+    if reason:
+        pytest.skip(f"{path.name}: {reason}; the spot check needs the recorded code path")
     name, spot = committed["experiment"], committed["meta"]["spot_check"]
     module = experiments.load(name)
     config = module.Config(**committed["config"])
