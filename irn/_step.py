@@ -1,9 +1,10 @@
 """One implicit θ-step: the residual, the solve, and the graph the adjoint differentiates.
 
-:class:`~irn.layers.ThetaLayer` validates its options and picks the solvers; this module runs a
-call: it builds ``r(y) = y − x − Φ(x, y)`` with everything independent of ``y`` computed once,
-hands it to :mod:`irn.solvers`, applies the failure policy, and re-attaches the solution to one
-graph of Φ for :mod:`irn.adjoint`.
+:class:`~irn.layers.ThetaLayer` validates its options and decides a call's
+:class:`~irn.plan.StepPlan`; this module runs the plan (and never reads the layer): it builds
+``r(y) = y − x − Φ(x, y)`` with everything independent of ``y`` computed once, hands it to
+:mod:`irn.solvers`, applies the failure policy, and re-attaches the solution to one graph of Φ
+for :mod:`irn.adjoint`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch.nn.utils import parametrize
 
-from ._layer_checks import ADJOINT_ADVICE, FORWARD_ADVICE, SINGULAR_ADVICE
+from ._layer_checks import SINGULAR_ADVICE
 from .adjoint import AdjointConfig, ImplicitStep
-from .scheme import ThetaScheme
-from .solvers import SolverConfig, SolverStats, enforce
+from .plan import AdjointPlan, StepPlan
+from .solvers import SolverStats, enforce
 from .spectral import frozen
 
 __all__ = ["ThetaStats", "solve_step"]
@@ -50,21 +51,22 @@ def _get(stats: SolverStats | None, name: str):
     return None if stats is None else getattr(stats, name)
 
 
-def solve_step(layer, x, t, fx, step: ThetaScheme, config: SolverConfig, tol: float, name):
-    """Solve one implicit step of ``layer`` from ``x`` and attach the adjoint backward.
+def solve_step(plan: StepPlan, x: torch.Tensor, t, fx: torch.Tensor | None):
+    """Solve one implicit step from ``x`` as ``plan`` says and attach its backward pass.
 
     Returns ``(y, stats)``; ``y`` carries the implicit-function-theorem gradient of
-    :class:`~irn.adjoint.ImplicitStep` when a gradient is needed (``backward="adjoint"``), or
+    :class:`~irn.adjoint.ImplicitStep` when a gradient is needed (an :class:`AdjointPlan`), or
     the solver's own graph (``"unrolled"``). ``fx = F(t, x)`` is ``None`` when the solver starts
     at x (fixed-point and Anderson iterations whose Φ has no F(t, x) part).
     """
     shape, bsz = x.shape, x.shape[0]
-    unrolled = layer.backward == "unrolled" and torch.is_grad_enabled()
+    step = plan.scheme
+    unrolled = plan.backward == "unrolled" and torch.is_grad_enabled()
     xs = x if unrolled else x.detach()
     fxs = None if fx is None else (fx if unrolled else fx.detach())
     at_x = fxs is None  # started at x: the solver's first step is the predictor
     needs_grad = torch.is_grad_enabled() and (
-        x.requires_grad or any(p.requires_grad for p in layer.field.parameters())
+        x.requires_grad or any(p.requires_grad for p in plan.field.parameters())
     )
 
     # r(y) = y − x − Φ(x, y), with everything that does not depend on y computed once.
@@ -73,7 +75,7 @@ def solve_step(layer, x, t, fx, step: ThetaScheme, config: SolverConfig, tol: fl
 
     def residual(yf: torch.Tensor) -> torch.Tensor:
         y = yf.view(shape)
-        return (y - base - step.implicit_term(layer._eval, parts, y)).view(bsz, -1)
+        return (y - base - step.implicit_term(plan.evaluate, parts, y)).view(bsz, -1)
 
     scale = torch.linalg.vector_norm(xs.detach().reshape(bsz, -1), dim=1)
     # Parametrized weights (spectral norm) are computed once for the whole solve.
@@ -90,52 +92,47 @@ def solve_step(layer, x, t, fx, step: ThetaScheme, config: SolverConfig, tol: fl
                 return residual(yf)
 
         else:
-            y0 = (xs + layer.predictor_gain(step) * step.h * fxs).reshape(bsz, -1)
+            y0 = (xs + plan.predictor_gain * step.h * fxs).reshape(bsz, -1)
         # Started at x, the solver gets one step more (the predictor), and its stats count
         # iterations after the predictor, as for the other solvers (evaluations count every
         # call of F, the predictor's included).
-        with frozen(layer.field):
-            fn = config.function()
-            y, fstats = fn(
-                solve, y0, tol=tol, max_iter=layer.max_iter + at_x, scale=scale,
-                **config.options(),
-            )  # fmt: skip
+        with frozen(plan.field):
+            y, fstats = plan.forward.solve(
+                solve, y0, tol=plan.tol, max_iter=plan.max_iter + at_x, scale=scale
+            )
         if at_x:
             fstats = dataclasses.replace(fstats, iterations=max(0, fstats.iterations - 1))
     stats = ThetaStats(fstats)
-    layer.stats = stats
-    advice = SINGULAR_ADVICE if fstats.residual == float("inf") else FORWARD_ADVICE
+    plan.publish(stats)
+    advice = SINGULAR_ADVICE if fstats.residual == float("inf") else plan.advice
     enforce(
         fstats,
-        layer.on_failure,
-        layer._where(name, "forward solve"),
-        advice=advice.format(max_iter=layer.max_iter),
-        warned=layer._warned,
+        plan.on_failure,
+        plan.where("forward solve"),
+        advice=advice,
+        warned=plan.warned,
         key="forward",
     )
     if unrolled or not needs_grad:
         return y.view(shape), stats
+    backward: AdjointPlan = plan.backward
 
     def report(bstats: SolverStats) -> None:
         stats.backward = bstats
-        layer.stats = stats
+        plan.publish(stats)
 
-    adjoint_max_iter = layer.adjoint_max_iter or layer.max_iter
-    # "auto" on a field with no declared spectrum: Anderson's per-sample damping estimate
-    # drives a Neumann series that hands over to GMRES if it stops contracting.
-    omega = fstats.damping if layer.adjoint_solver == "auto" else None
     adjoint = AdjointConfig(
-        layer.adjoint_config(step),
-        tol if layer.adjoint_tol is None else layer.adjoint_tol,
-        adjoint_max_iter,
-        layer.on_failure,
+        backward.solver,
+        backward.tol,
+        backward.max_iter,
+        plan.on_failure,
         report,
-        layer._where(name, "adjoint solve"),
-        ADJOINT_ADVICE.format(max_iter=adjoint_max_iter),
-        layer._warned,
-        omega,
+        plan.where("adjoint solve"),
+        backward.advice,
+        plan.warned,
+        fstats.damping if backward.handover else None,
     )
     y_leaf = y.view(shape).detach().requires_grad_(True)
-    with frozen(layer.field):
-        phi = step.phi(layer._eval, t, x, y_leaf, fx)  # the one graph of Φ backward needs
+    with frozen(plan.field):
+        phi = step.phi(plan.evaluate, t, x, y_leaf, fx)  # the one graph of Φ backward needs
     return ImplicitStep.apply(x, phi, y_leaf, adjoint), stats

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .solvers import SolverConfig, SolverStats, enforce
-from .solvers.linear import neumann_gmres
+from .solvers import SolverConfig, SolverStats, enforce, neumann_gmres
 
 __all__ = ["AdjointConfig", "ImplicitStep"]
 

@@ -16,17 +16,32 @@ the only module that writes the backward pass.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 
 import torch
 from torch import nn
 
-from ._layer_checks import TRANSFORMS, finite_positive, positive_int, transformed
+from ._layer_checks import (
+    ADJOINT_ADVICE,
+    FORWARD_ADVICE,
+    TRANSFORMS,
+    finite_positive,
+    positive_int,
+    transformed,
+)
 from ._step import ThetaStats, solve_step
+from .fields import declared_disc
+from .plan import (
+    AUTO_FORWARD,
+    Adjoint,
+    AdjointPlan,
+    StepPlan,
+    auto_solvers,
+    check_auto_options,
+    with_declared_damping,
+)
 from .scheme import SCHEMES, ThetaScheme
 from .solvers import (
-    LINEAR_CONFIGS,
     NONLINEAR_CONFIGS,
     POLICIES,
     SolverConfig,
@@ -36,38 +51,9 @@ from .solvers import (
 )
 from .spectral import frozen
 
-__all__ = ["SCHEMES", "ThetaLayer", "ThetaStats", "record_stats"]
+__all__ = ["SCHEMES", "Adjoint", "ThetaLayer", "ThetaStats", "record_stats"]
 
 BACKWARDS = ("adjoint", "unrolled")
-# Solvers whose first step from x is the predictor (β r(x) = −βh F): they start at x.
-_START_AT_X = ("fixed-point", "anderson")
-
-
-_AUTO_FORWARD = ("fixed-point", "anderson")  # what solver="auto" chooses between
-
-
-def _suited(options: dict, cls) -> dict:
-    """The options a configuration class accepts."""
-    return {k: v for k, v in options.items() if k in cls.accepted()}
-
-
-def _check_auto_options(options: dict, candidates, registry, what: str) -> None:
-    """Options for "auto": each accepted by one of its candidates, each candidate valid."""
-    accepted = {k for name in candidates for k in registry[name].accepted()}
-    unknown = sorted(set(options) - accepted)
-    opt_name = "adjoint_options" if what.startswith("adjoint") else "solver_options"
-    if unknown:
-        try:  # a reserved option (tol, max_iter, ...) gets make_config's "pass it to the layer"
-            make_config(candidates[0], {k: options[k] for k in unknown}, registry, what)
-        except ValueError as err:
-            if "may not contain" in str(err):
-                raise
-        raise ValueError(
-            f"{what}='auto' chooses among {list(candidates)}, which accept the options "
-            f"{sorted(accepted)}; got unknown {unknown} in {opt_name}"
-        )
-    for name in candidates:
-        make_config(name, _suited(options, registry[name]), registry, what)
 
 
 _recording = threading.local()
@@ -148,7 +134,7 @@ class ThetaLayer(nn.Module):
         solver: str | SolverConfig = "auto",
         tol: float | None = None,
         max_iter: int = 50,
-        backward: str = "adjoint",
+        backward: str | Adjoint = "adjoint",
         on_failure: str = "warn",
         solver_options: dict | None = None,
         adjoint_solver: str | SolverConfig = "auto",
@@ -160,41 +146,51 @@ class ThetaLayer(nn.Module):
         if not isinstance(field, nn.Module) or not callable(field):
             raise ValueError(f"field must be an nn.Module called as field(t, y), got {field!r}")
         self._scheme = ThetaScheme(theta, h, scheme)  # validates theta, h and scheme
-        for name, value, allowed in (
-            ("backward", backward, BACKWARDS),
-            ("on_failure", on_failure, POLICIES),
-        ):
-            if value not in allowed:
-                raise ValueError(f"unknown {name} {value!r}; choose one of {list(allowed)}")
         # Validated configurations. "auto" picks a solver per call from the field's spectrum:
         # each option must suit one of its candidates, and goes to the candidates it suits
         # (memory to Anderson, restart to GMRES, damping to both).
         self._solver_options = dict(solver_options or {})
-        self._adjoint_options = dict(adjoint_options or {})
-        self._solver = self._adjoint = None
+        self._solver = None
         if solver == "auto":
-            _check_auto_options(self._solver_options, _AUTO_FORWARD, NONLINEAR_CONFIGS, "solver")
+            check_auto_options(self._solver_options, AUTO_FORWARD, NONLINEAR_CONFIGS, "solver")
         else:
             self._solver = make_config(solver, self._solver_options, NONLINEAR_CONFIGS)
-        if adjoint_solver == "auto":
-            _check_auto_options(self._adjoint_options, tuple(LINEAR_CONFIGS), LINEAR_CONFIGS,
-                                "adjoint_solver")  # fmt: skip
+        shorthand = {
+            "adjoint_solver": adjoint_solver,
+            "adjoint_tol": adjoint_tol,
+            "adjoint_max_iter": adjoint_max_iter,
+            "adjoint_options": adjoint_options,
+        }
+        if isinstance(backward, Adjoint):
+            given = [k for k, v in shorthand.items() if v not in (None, "auto", {})]
+            if given:
+                raise ValueError(
+                    f"backward=Adjoint(...) already says how to solve the adjoint; pass {given} "
+                    f"inside it (Adjoint(solver=, tol=, max_iter=, options=)), not to the layer"
+                )
+            self._adjoint_spec, backward = backward, "adjoint"
+        elif backward in BACKWARDS:
+            self._adjoint_spec = Adjoint(adjoint_solver, adjoint_tol, adjoint_max_iter,
+                                         adjoint_options)  # fmt: skip
         else:
-            self._adjoint = make_config(
-                adjoint_solver, self._adjoint_options, LINEAR_CONFIGS, "adjoint_solver"
+            raise ValueError(
+                f"unknown backward {backward!r}; choose one of {list(BACKWARDS)} or "
+                f"irn.Adjoint(solver=..., tol=..., max_iter=...)"
             )
+        if on_failure not in POLICIES:
+            raise ValueError(f"unknown on_failure {on_failure!r}; choose one of {list(POLICIES)}")
         self.field = field
         self.solver = solver if isinstance(solver, str) else solver.name
-        self.adjoint_solver = (
-            adjoint_solver if isinstance(adjoint_solver, str) else adjoint_solver.name
-        )
         self.backward, self.on_failure = backward, on_failure
         self.tol = finite_positive("tol", tol, allow_none=True)
         self.max_iter = positive_int("max_iter", max_iter)
-        self.adjoint_tol = finite_positive("adjoint_tol", adjoint_tol, allow_none=True)
-        self.adjoint_max_iter = positive_int("adjoint_max_iter", adjoint_max_iter, True)
         self._local = threading.local()
         self._warned: set = set()
+
+    # The adjoint's options, as the shorthand keywords name them (read-only).
+    adjoint_solver = property(lambda self: self._adjoint_spec.name)
+    adjoint_tol = property(lambda self: self._adjoint_spec.tol)
+    adjoint_max_iter = property(lambda self: self._adjoint_spec.max_iter)
 
     # θ, h and the scheme are read-only: a network passes other values per call instead.
     @property
@@ -261,37 +257,37 @@ class ThetaLayer(nn.Module):
         return self._scheme.phi(self._eval, t, x, y, fx)
 
     # ------------------------------------------------------------ solver choice and hints
-    def _declared(self) -> tuple[float | None, float | None]:
-        center = getattr(self.field, "center", None)
-        # The tightest declared radius: SpectralNormalized's disc shrinks with its learned σ(ϑ).
-        radius = getattr(self.field, "disc_radius", getattr(self.field, "radius", None))
-        return center, radius
-
     def contraction(self, step: ThetaScheme | None = None) -> float | None:
         """Bound ``ρ/c`` on the damped fixed-point iteration's contraction per step, from the
         field's declared spectrum (``None`` if the field declares none or it is not < 1)."""
-        return (step or self._scheme).contraction(*self._declared())
+        return (step or self._scheme).contraction(*declared_disc(self.field))
 
     def predictor_gain(self, step: ThetaScheme | None = None) -> float:
         """The explicit predictor is ``x + g·h F(t, x)`` with ``g = 1/(1 − θh·c)``, ``c`` the
         field's declared spectral centre (else ``g = 1``, forward Euler); see
         :meth:`irn.scheme.ThetaScheme.predictor_gain`."""
-        return (step or self._scheme).predictor_gain(*self._declared())
+        return (step or self._scheme).predictor_gain(*declared_disc(self.field))
 
     def damping(self, step: ThetaScheme | None = None) -> float:
         """Richardson/Anderson damping ``β = 1/c`` from the field's declared spectrum, else 1.
 
-        A field may declare that the eigenvalues of ``∂F/∂y`` lie in the disc with centre
-        ``field.center`` and radius ``field.radius`` (or the tighter ``field.disc_radius``, as
-        :class:`~irn.SpectralNormalized` does). Then those of ``I − θh ∂F/∂y`` lie in the disc
-        with centre ``c = 1 − θh·center`` and radius ``ρ = θh·radius``, and ``β = 1/c`` centres
-        the damped iteration's spectrum at 0: it contracts by ``ρ/c`` per step when ``ρ < c``.
+        A field may declare (:class:`irn.fields.DeclaresSpectrum`) that the eigenvalues of
+        ``∂F/∂y`` lie in the disc with centre ``field.center`` and radius ``field.radius`` (or
+        the tighter ``field.disc_radius``, as :class:`~irn.SpectralNormalized` does). Then those
+        of ``I − θh ∂F/∂y`` lie in the disc with centre ``c = 1 − θh·center`` and radius
+        ``ρ = θh·radius``, and ``β = 1/c`` centres the damped iteration's spectrum at 0: it
+        contracts by ``ρ/c`` per step when ``ρ < c``.
         """
         return self.predictor_gain(step)  # the same number: 1/c centres the spectrum at 0
 
-    def _fast(self, step: ThetaScheme) -> bool:
-        rate = self.contraction(step)
-        return rate is not None and rate <= 0.5
+    def _configs(self, step: ThetaScheme) -> tuple[SolverConfig, SolverConfig]:
+        disc = declared_disc(self.field)
+        spec = self._adjoint_spec
+        fwd, adj = self._solver, spec.config()
+        if fwd is None or adj is None:  # "auto" (irn.plan.auto_solvers)
+            auto_fwd, auto_adj = auto_solvers(step, disc, self._solver_options, spec.options)
+            fwd, adj = fwd or auto_fwd, adj or auto_adj
+        return with_declared_damping(fwd, step, disc), with_declared_damping(adj, step, disc)
 
     def solver_config(self, step: ThetaScheme | None = None) -> SolverConfig:
         """The forward solver of a call: ``solver`` itself, or for ``"auto"`` damped
@@ -300,23 +296,8 @@ class ThetaLayer(nn.Module):
         damping is filled in from a declared contracting spectrum; without one, Anderson
         estimates it per sample from its first secant pair, and ``"auto"`` makes it lazy
         (``lazy=0.5``): damped steps while they contract by ½, mixing once they do not, the
-        same rule a declared spectrum decides by (see :func:`irn.solvers.anderson`)."""
-        step = step or self._scheme
-        config = self._solver
-        if self.solver == "auto":
-            name = "fixed-point" if self._fast(step) else "anderson"
-            options = _suited(self._solver_options, NONLINEAR_CONFIGS[name])
-            config = make_config(name, options, NONLINEAR_CONFIGS)
-            if name == "anderson" and self.contraction(step) is None and config.lazy is None:
-                config = dataclasses.replace(config, lazy=0.5)
-        return self._with_declared_damping(config, step)
-
-    def _with_declared_damping(self, config: SolverConfig, step: ThetaScheme) -> SolverConfig:
-        # Without a declared contraction the solver picks: Picard and the Neumann series take
-        # β = 1, Anderson estimates β per sample from its first secant pair.
-        if self.contraction(step) is None:
-            return config
-        return config.with_damping(self.damping(step))
+        same rule a declared spectrum decides by (see :func:`irn.plan.auto_solvers`)."""
+        return self._configs(step or self._scheme)[0]
 
     def adjoint_config(self, step: ThetaScheme | None = None) -> SolverConfig:
         """The adjoint solver: ``adjoint_solver``, or for ``"auto"`` the damped Neumann series
@@ -327,13 +308,42 @@ class ThetaLayer(nn.Module):
         spectrum), a call first runs the Neumann series with that per-sample damping and hands
         over to this GMRES when it stops contracting (:func:`irn.solvers.neumann_gmres`);
         ``stats.backward.solver`` says which ran."""
-        step = step or self._scheme
-        config = self._adjoint
-        if self.adjoint_solver == "auto":
-            name = "fixed-point" if self._fast(step) else "gmres"
-            options = _suited(self._adjoint_options, LINEAR_CONFIGS[name])
-            config = make_config(name, options, LINEAR_CONFIGS)
-        return self._with_declared_damping(config, step)
+        return self._configs(step or self._scheme)[1]
+
+    def plan(self, step: ThetaScheme, tol: float, name: str | None = None) -> StepPlan:
+        """The frozen :class:`~irn.plan.StepPlan` of one implicit call: everything
+        :func:`irn._step.solve_step` needs, so it never reads the layer."""
+        forward, adjoint = self._configs(step)
+        spec = self._adjoint_spec
+        backward: AdjointPlan | str = self.backward
+        if self.backward == "adjoint":
+            max_iter = spec.max_iter or self.max_iter
+            backward = AdjointPlan(
+                adjoint,
+                tol if spec.tol is None else spec.tol,
+                max_iter,
+                handover=spec.name == "auto",
+                advice=ADJOINT_ADVICE.format(max_iter=max_iter),
+            )
+        return StepPlan(
+            scheme=step,
+            forward=forward,
+            start_at_x=forward.starts_at_x,
+            predictor_gain=self.predictor_gain(step),
+            tol=tol,
+            max_iter=self.max_iter,
+            backward=backward,
+            on_failure=self.on_failure,
+            name=name,
+            advice=FORWARD_ADVICE.format(max_iter=self.max_iter),
+            field=self.field,
+            evaluate=self._eval,
+            publish=self._publish,
+            warned=self._warned,
+        )
+
+    def _publish(self, stats: ThetaStats) -> None:
+        self.stats = stats
 
     def method(self) -> str:
         """Name of the forward solver a call with the layer's θ and h uses."""
@@ -372,7 +382,7 @@ class ThetaLayer(nn.Module):
             raise ValueError("x contains non-finite values (nan or inf)")
         step = self.step(theta, h)
         tol = default_tol(x.dtype) if self.tol is None else self.tol
-        config = None if step.explicit else self.solver_config(step)
+        plan = None if step.explicit else self.plan(step, tol, name)
         if x.shape[0] == 0:  # nothing to solve; keep the graph to x (and its dtype, device)
             stats = ThetaStats(
                 SolverStats("explicit" if step.explicit else "none", 0, 0, x.new_zeros(0), tol)
@@ -393,7 +403,7 @@ class ThetaLayer(nn.Module):
         # (Unrolled differentiation keeps the predictor: with no iteration left to run, its
         # derivative is still the exact one of a step the predictor solves.)
         unrolled = self.backward == "unrolled" and torch.is_grad_enabled()
-        if step.explicit or step.uses_fx or unrolled or config.name not in _START_AT_X:
+        if step.explicit or step.uses_fx or unrolled or not plan.start_at_x:
             keep_graph = step.uses_fx or step.explicit or self.backward == "unrolled"
             with torch.set_grad_enabled(torch.is_grad_enabled() and keep_graph):
                 fx = self._eval(t, x)
@@ -404,9 +414,6 @@ class ThetaLayer(nn.Module):
             self.stats = stats
             y = x + step.h * fx
         else:
-            y, stats = solve_step(self, x, t, fx, step, config, tol, name)
+            y, stats = solve_step(plan, x, t, fx)
         _emit(stats)
         return (y, stats) if return_stats else y
-
-    def _where(self, name: str | None, what: str) -> str:
-        return f"ThetaLayer {name}: {what}" if name else f"ThetaLayer {what}"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import irn
-from irn.solvers.acceleration import _mixing
+from irn.solvers.anderson import _mixing
 
 SOLVERS = ["auto", "fixed-point", "anderson", "newton", "lbfgs"]
 BACKWARDS = ["adjoint", "unrolled"]

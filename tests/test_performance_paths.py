@@ -14,9 +14,9 @@ from torch import nn
 import irn
 from irn.solvers import gmres
 from irn.solvers._batched import combine, gram, project
-from irn.solvers.acceleration import _secant_damping, anderson
-from irn.solvers.linear import neumann_gmres
-from irn.solvers.nonlinear import fixed_point
+from irn.solvers.anderson import _secant_damping, anderson
+from irn.solvers import neumann_gmres
+from irn.solvers import fixed_point
 
 DT = torch.float64
 

@@ -1,22 +1,23 @@
 """Batched nonlinear and linear solvers on ``(batch, n)`` tensors, with statistics.
 
 This layer knows tensors and closures only: no modules, no θ, no fields.
+
+One solver is one module: its algorithm and its configuration class (options, defaults, start
+rule, hand-over rule; see :mod:`irn.solvers.base`). Importing the module registers the class.
+The imports below are the registry: adding a solver is one file plus one line here, and the
+layer's ``solver=`` argument, the tests (every registered solver is gradchecked), the benchmarks
+and the experiments take their lists from :func:`registry`.
 """
 
-from .config import (
-    GMRES,
-    LBFGS,
+from .base import (
     LINEAR_CONFIGS,
     NONLINEAR_CONFIGS,
-    Anderson,
-    FixedPoint,
-    Neumann,
-    NewtonKrylov,
     SolverConfig,
+    linear_solve,
     make_config,
+    registry,
+    solve,
 )
-from .linear import LINEAR_SOLVERS, gmres, linear_solve, neumann_gmres, richardson
-from .nonlinear import SOLVERS, anderson, fixed_point, lbfgs, newton_krylov, solve
 from .stats import (
     POLICIES,
     ConvergenceError,
@@ -27,33 +28,42 @@ from .stats import (
     relative_residual,
 )
 
+# ---- The registry: one line per solver, in the order lists show them. ----------------------
+# (A redundant alias re-exports the name; isort must keep the order.)
+# isort: off
+from .fixed_point import FixedPoint as FixedPoint, fixed_point as fixed_point  # noqa: E402
+from .anderson import Anderson as Anderson, anderson as anderson  # noqa: E402
+from .newton_krylov import NewtonKrylov as NewtonKrylov, newton_krylov as newton_krylov  # noqa: E402
+from .lbfgs import LBFGS as LBFGS, lbfgs as lbfgs  # noqa: E402
+from .gmres import GMRES as GMRES, gmres as gmres  # noqa: E402
+from .neumann import Neumann as Neumann, neumann_gmres, richardson  # noqa: E402
+# isort: on
+
+#: Name → algorithm, derived from the registry (kept for callers of the function tables).
+SOLVERS = {name: cls().function() for name, cls in NONLINEAR_CONFIGS.items()}
+LINEAR_SOLVERS = {name: cls().function() for name, cls in LINEAR_CONFIGS.items()}
+
 __all__ = [
-    "GMRES",
-    "LBFGS",
     "LINEAR_CONFIGS",
-    "NONLINEAR_CONFIGS",
-    "Anderson",
-    "FixedPoint",
-    "Neumann",
-    "NewtonKrylov",
-    "SolverConfig",
-    "default_tol",
-    "make_config",
     "LINEAR_SOLVERS",
+    "NONLINEAR_CONFIGS",
     "POLICIES",
     "SOLVERS",
     "ConvergenceError",
     "ConvergenceWarning",
+    "SolverConfig",
     "SolverStats",
-    "anderson",
+    "default_tol",
     "enforce",
-    "fixed_point",
-    "gmres",
-    "lbfgs",
     "linear_solve",
+    "make_config",
     "neumann_gmres",
-    "newton_krylov",
+    "registry",
     "relative_residual",
-    "richardson",
     "solve",
 ]
+# Every registered configuration class and its algorithm are public too.
+_REGISTERED = [cls for kind in ("nonlinear", "linear") for cls in registry(kind).values()]
+__all__ += sorted(
+    {c.__name__ for c in _REGISTERED} | {c().function().__name__ for c in _REGISTERED}
+)

@@ -1,8 +1,8 @@
 """Shared machinery of the nonlinear solvers: the per-sample tracker, masked updates, damping.
 
-Every solver in :mod:`irn.solvers.nonlinear` and :mod:`irn.solvers.acceleration` measures
-convergence with :class:`_Tracker`, so they share one stopping rule, one best-iterate rule and
-one way of reporting :class:`~irn.solvers.SolverStats`.
+Every nonlinear solver (:mod:`irn.solvers.fixed_point`, :mod:`~irn.solvers.anderson`, ...)
+measures convergence with :class:`Tracker`, so they share one stopping rule, one best-iterate rule
+and one way of reporting :class:`~irn.solvers.SolverStats`.
 """
 
 from __future__ import annotations
@@ -13,17 +13,19 @@ import torch
 
 from .stats import SolverStats, relative_residual
 
+__all__ = ["Residual", "Tracker", "damped", "select"]
+
 Residual = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _select(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+def select(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     """Rows of ``new`` where ``mask`` holds, else of ``old`` (no copy when all rows agree)."""
     if mask.device.type == "cpu" and bool(mask.all()):  # no host sync on accelerators
         return new
     return torch.where(mask[:, None], new, old)
 
 
-class _Tracker:
+class Tracker:
     """Per-sample bookkeeping: relative residuals, active mask, best iterate, evaluations.
 
     On an accelerator nothing here reads a value back to the host except :meth:`done` (one
@@ -37,7 +39,7 @@ class _Tracker:
         self.res = self.measure(r, y)
         self.active = self.res > tol  # a non-finite residual is inf here: active
         self.best_y, self.best_res = y, self.res
-        self._history = [self._max(self.res)]
+        self.history_max = [self._max(self.res)]
 
     def measure(self, r: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The shared stopping metric ``‖r_i‖ / max(‖y_i‖, s_i)``."""
@@ -62,17 +64,17 @@ class _Tracker:
         else:
             self.best_y = torch.where(better[:, None], y, self.best_y)
             self.best_res = torch.where(better, self.res, self.best_res)
-        self._history.append(self._max(self.res))
+        self.history_max.append(self._max(self.res))
 
     def result(self) -> tuple[torch.Tensor, SolverStats]:
-        history = torch.stack(self._history).tolist()  # one transfer for the whole solve
+        history = torch.stack(self.history_max).tolist()  # one transfer for the whole solve
         stats = SolverStats(
             self.name, self.iterations, self.evals, self.best_res, self.tol, history
         )
         return self.best_y, stats
 
 
-def _damped(y: torch.Tensor, r: torch.Tensor, beta) -> torch.Tensor:
+def damped(y: torch.Tensor, r: torch.Tensor, beta) -> torch.Tensor:
     """``y − β r`` in one op, for a number β or a per-sample ``(batch, 1)`` tensor."""
     if isinstance(beta, torch.Tensor):
         return torch.addcmul(y, beta, r, value=-1.0)

@@ -9,14 +9,18 @@ takes plain damped steps until they stop paying (``irn.solvers._rules.slow_itera
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
 
 from ._batched import combine, gram, project
 from ._rules import slow_iteration
-from ._tracking import Residual, _damped, _select, _Tracker
+from .base import SolverConfig, check_damping, check_positive_int
 from .stats import SolverStats
+from .tracking import Residual, Tracker, damped, select
 
-__all__ = ["anderson"]
+__all__ = ["Anderson", "anderson"]
 
 
 def anderson(
@@ -56,9 +60,10 @@ def anderson(
     """
     y = y0
     r = residual(y)
-    tr = _Tracker("anderson", y, r, tol, scale)
+    tr = Tracker("anderson", y, r, tol, scale)
     bsz, n = y.shape
-    m = max(1, int(memory))
+    # More differences than iterations are never stored: the buffers need no more slots.
+    m = max(1, min(int(memory), int(max_iter)))
     adaptive = damping is None
     damping = 1.0 if damping is None else damping
     # Ring buffers, one slot per iteration: ΔR, U = ΔY − βΔR (β is fixed once the first pair is
@@ -79,10 +84,10 @@ def anderson(
             # Judged on the batch's worst rate and residual, read back as two numbers (a few
             # tensor ops: each costs about as much as a small state's arithmetic on a CPU).
             worst = torch.where(tr.active, tr.res / res_prev, 0.0).max()
-            rate, res_max = torch.stack((worst, tr._history[-1])).tolist()
+            rate, res_max = torch.stack((worst, tr.history_max[-1])).tolist()
             mixing = slow_iteration(rate, rate_prev, res_max, tol, lazy)
             rate_prev = rate
-        step = _damped(y, r, damping)
+        step = damped(y, r, damping)
         if y_prev is not None and mixing:
             if U is None:
                 U, dR = y.new_zeros(bsz, m, n), y.new_zeros(bsz, m, n)
@@ -107,7 +112,7 @@ def anderson(
             coef = _mixing(G[:, :j, :j], rhs, r)
             step = step - combine(coef, U[:, :j])
         y_prev, r_prev, res_prev = y, r, tr.res
-        y = _select(tr.active, step, y)
+        y = select(tr.active, step, y)
         r = residual(y)
         tr.evals += 1
         tr.update(y, r)
@@ -181,3 +186,36 @@ def _mixing(G: torch.Tensor, rhs: torch.Tensor, r: torch.Tensor) -> torch.Tensor
     # A failed factorization (non-finite entries) or a non-finite γ: γ = 0, a plain damped step.
     gamma = torch.where((info == 0)[:, None] & torch.isfinite(gamma), gamma, 0.0)
     return gamma.to(dtype)
+
+
+@dataclass(frozen=True)
+class Anderson(SolverConfig):
+    """Anderson acceleration with ``memory`` differences of the damped map ``y − β r(y)``
+    (``damping`` β: None estimates it per sample; ``lazy``: mix only once damped steps
+    contract slower than this factor, see :func:`irn.solvers.anderson`)."""
+
+    memory: int = 5
+    damping: float | None = None
+    lazy: float | None = None
+    kind: ClassVar[str] = "nonlinear"
+    name: ClassVar[str] = "anderson"
+    spectral: ClassVar[str | None] = "damping"
+    starts_at_x: ClassVar[bool] = True  # its first step from x is the damped predictor
+    # "auto" on a field with no declared spectrum: damped steps while they contract by ½.
+    auto_without_spectrum: ClassVar[dict[str, Any]] = {"lazy": 0.5}
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "memory", check_positive_int("Anderson", "memory", self.memory))
+        object.__setattr__(self, "damping", check_damping("Anderson", "damping", self.damping))
+        lazy = self.lazy
+        if lazy is not None:
+            try:
+                ok = not isinstance(lazy, bool) and 0 < float(lazy) < 1
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"Anderson: lazy must be a float in (0, 1) or None, got {lazy!r}")
+            object.__setattr__(self, "lazy", float(lazy))
+
+    def function(self):
+        return anderson
