@@ -5,26 +5,36 @@ that the layer module reads as the step it computes."""
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
+
+
+def real(name: str, value, what: str = "a finite number") -> float:
+    """``value`` as a float if it is a real number (Python, NumPy or a one-element tensor);
+    strings and bools are refused, not parsed."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
+    return float(value)
 
 
 def finite_positive(name: str, value, allow_none: bool = False) -> float | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    value = real(name, value, "a finite number > 0")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return value
 
 
 def positive_int(name: str, value, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
+    return int(value)
 
 
 FORWARD_ADVICE = (
@@ -42,6 +52,13 @@ ADJOINT_ADVICE = (
     "adjoint_tol; on_failure='warn' goes on with the best solution"
 )
 
+
+TRACING = (
+    "ThetaLayer cannot be traced by torch.jit.trace (or an exporter built on it): how many "
+    "solver iterations a call runs depends on its input, and a trace would freeze the count of "
+    "the example input for every later one. Use the eager layer, or torch.compile, which "
+    "keeps the data-dependent loop."
+)
 
 TRANSFORMS = (
     "ThetaLayer(backward='adjoint') does not support torch.func transforms (vmap, jvp, jacrev, "

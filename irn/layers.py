@@ -24,6 +24,7 @@ from torch import nn
 from ._layer_checks import (
     ADJOINT_ADVICE,
     FORWARD_ADVICE,
+    TRACING,
     TRANSFORMS,
     finite_positive,
     positive_int,
@@ -40,6 +41,7 @@ from .plan import (
     check_auto_options,
     with_declared_damping,
 )
+from .precision import compute_dtype, state_dtype
 from .scheme import SCHEMES, ThetaScheme
 from .solvers import (
     NONLINEAR_CONFIGS,
@@ -79,6 +81,20 @@ def record_stats():
 def _emit(stats: ThetaStats) -> None:
     for sink in getattr(_recording, "stack", ()):
         sink.append(stats)
+
+
+def step_is_explicit(layer: ThetaLayer, theta: float | None) -> bool:
+    """Whether a call with this θ is the explicit step (which a trace records faithfully)."""
+    return (layer.theta if theta is None else theta) == 0.0
+
+
+def _in_dtype(evaluate, dtype: torch.dtype):
+    """``F`` evaluated in ``dtype`` (the field's) on a wider state, returned in the state's."""
+
+    def cast(t, y: torch.Tensor) -> torch.Tensor:
+        return evaluate(t, y.to(dtype)).to(y.dtype)
+
+    return cast
 
 
 class ThetaLayer(nn.Module):
@@ -225,6 +241,7 @@ class ThetaLayer(nn.Module):
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state.pop("_local", None)  # thread-local storage cannot be copied or pickled
+        state["_warned"] = set()  # a copy warns for itself (deepcopy and pickle come here)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -310,9 +327,17 @@ class ThetaLayer(nn.Module):
         ``stats.backward.solver`` says which ran."""
         return self._configs(step or self._scheme)[1]
 
-    def plan(self, step: ThetaScheme, tol: float, name: str | None = None) -> StepPlan:
-        """The frozen :class:`~irn.plan.StepPlan` of one implicit call: everything
-        :func:`irn._step.solve_step` needs, so it never reads the layer."""
+    def plan(
+        self,
+        step: ThetaScheme,
+        tol: float,
+        name: str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> StepPlan:
+        """The frozen :class:`~irn.plan.StepPlan` of one implicit call on an input of
+        ``dtype``: everything :func:`irn._step.solve_step` needs, so it never reads the layer.
+        A half-precision input is solved in float32 with the field evaluated in its own dtype
+        (:mod:`irn.precision`)."""
         forward, adjoint = self._configs(step)
         spec = self._adjoint_spec
         backward: AdjointPlan | str = self.backward
@@ -337,7 +362,7 @@ class ThetaLayer(nn.Module):
             name=name,
             advice=FORWARD_ADVICE.format(max_iter=self.max_iter),
             field=self.field,
-            evaluate=self._eval,
+            evaluate=self._eval if state_dtype(dtype) == dtype else _in_dtype(self._eval, dtype),
             publish=self._publish,
             warned=self._warned,
         )
@@ -374,6 +399,8 @@ class ThetaLayer(nn.Module):
                 filled in by a later backward pass); :attr:`stats` is set either way.
             name: How messages name this step (e.g. ``"step 3 of 5"``).
         """
+        if torch.jit.is_tracing() and not step_is_explicit(self, theta):
+            raise RuntimeError(TRACING)  # before any host read, which a trace would freeze too
         if not isinstance(x, torch.Tensor) or x.dim() < 2:
             raise ValueError("x must be a tensor shaped (batch, *state)")
         if self.backward == "adjoint" and transformed(x):
@@ -381,8 +408,8 @@ class ThetaLayer(nn.Module):
         if not bool(torch.isfinite(x).all()):
             raise ValueError("x contains non-finite values (nan or inf)")
         step = self.step(theta, h)
-        tol = default_tol(x.dtype) if self.tol is None else self.tol
-        plan = None if step.explicit else self.plan(step, tol, name)
+        tol = default_tol(x.dtype, compute=compute_dtype(x)) if self.tol is None else self.tol
+        plan = None if step.explicit else self.plan(step, tol, name, x.dtype)
         if x.shape[0] == 0:  # nothing to solve; keep the graph to x (and its dtype, device)
             stats = ThetaStats(
                 SolverStats("explicit" if step.explicit else "none", 0, 0, x.new_zeros(0), tol)
@@ -414,6 +441,9 @@ class ThetaLayer(nn.Module):
             self.stats = stats
             y = x + step.h * fx
         else:
-            y, stats = solve_step(plan, x, t, fx)
+            work = state_dtype(x.dtype)  # half-precision states are solved in float32
+            fx = None if fx is None else fx.to(work)
+            y, stats = solve_step(plan, x.to(work), t, fx)
+            y = y.to(x.dtype)
         _emit(stats)
         return (y, stats) if return_stats else y

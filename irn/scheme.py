@@ -27,14 +27,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["SCHEMES", "ThetaScheme", "stability_function"]
+__all__ = ["SCHEMES", "ThetaScheme", "check_theta", "stability_function"]
 
 SCHEMES = ("linear", "one-leg")
 
 Field = Callable[[object, torch.Tensor], torch.Tensor]
 
 
-def _check_theta(theta: float) -> float:
+def check_theta(theta: float) -> float:
+    """θ as a float in [0, 1], or ``ValueError`` (a string or bool is refused, not parsed)."""
+    if isinstance(theta, (str, bytes, bool)):
+        raise ValueError(f"theta must be a number in [0, 1], got {theta!r}")
     if not 0.0 <= float(theta) <= 1.0:
         raise ValueError(f"theta must lie in [0, 1], got {theta}")
     return float(theta)
@@ -47,7 +50,7 @@ def stability_function(z, theta: float):
     tensors, NumPy arrays and Python numbers, returning the same kind; ``R`` has a pole at
     ``z = 1/θ`` (there the array library's division gives ``inf``/``nan``).
     """
-    theta = _check_theta(theta)
+    theta = check_theta(theta)
     if isinstance(z, np.ndarray):
         with np.errstate(divide="ignore", invalid="ignore"):
             return (1 + (1 - theta) * z) / (1 - theta * z)
@@ -69,7 +72,9 @@ class ThetaScheme:
     kind: str = "linear"
 
     def __post_init__(self) -> None:
-        _check_theta(self.theta)
+        check_theta(self.theta)
+        if isinstance(self.h, (str, bytes, bool)):
+            raise ValueError(f"h must be a finite number > 0, got {self.h!r}")
         if not (math.isfinite(float(self.h)) and float(self.h) > 0.0):
             raise ValueError(f"h must be finite and > 0, got {self.h}")
         if self.kind not in SCHEMES:

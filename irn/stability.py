@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .scheme import _check_theta, stability_function
+from .scheme import check_theta, stability_function
 
 __all__ = [
     "LayerSpectrum",
@@ -62,7 +62,7 @@ def eigenvalue_limits(theta: float, h: float, r_min: float, r_max: float) -> tup
     Raises:
         ValueError: if ``r_min ≥ r_max``, ``h ≤ 0`` or ``r_min`` is not above ``R(−∞)``.
     """
-    theta = _check_theta(theta)
+    theta = check_theta(theta)
     if not h > 0:
         raise ValueError(f"h must be > 0, got {h}")
     if not r_min < r_max:

@@ -36,7 +36,7 @@ from .anderson import Anderson as Anderson, anderson as anderson  # noqa: E402
 from .newton_krylov import NewtonKrylov as NewtonKrylov, newton_krylov as newton_krylov  # noqa: E402
 from .lbfgs import LBFGS as LBFGS, lbfgs as lbfgs  # noqa: E402
 from .gmres import GMRES as GMRES, gmres as gmres  # noqa: E402
-from .neumann import Neumann as Neumann, neumann_gmres, richardson  # noqa: E402
+from .neumann import Neumann as Neumann, neumann_gmres, richardson as richardson  # noqa: E402
 # isort: on
 
 #: Name → algorithm, derived from the registry (kept for callers of the function tables).

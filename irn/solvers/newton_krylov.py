@@ -7,6 +7,8 @@ search on ``½‖r‖²``. Quadratic convergence near the root, at two evaluatio
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,6 +21,16 @@ from .stats import SolverStats
 from .tracking import Residual, Tracker
 
 __all__ = ["NewtonKrylov", "newton_krylov"]
+
+
+@functools.cache
+def _load_forward_ad() -> None:
+    # torch loads its forward-mode decompositions on the first JVP through torch.jit.script,
+    # which warns DeprecationWarning: torch's own, and under `python -W error` it would fail the
+    # first Newton step. Loaded once here with that one warning silenced.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
+        from torch._decomp import decompositions_for_jvp  # noqa: F401
 
 
 def newton_krylov(
@@ -38,6 +50,7 @@ def newton_krylov(
     The inner tolerance ``η = min(0.1, max(res², 0.1 tol / res))`` is loose far from the root
     and just tight enough near it to finish in one more step.
     """
+    _load_forward_ad()
     y = y0
     r = residual(y)
     tr = Tracker("newton", y, r, tol, scale)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..precision import default_tol  # the rule lives with the dtype rules it follows
+
 __all__ = [
     "POLICIES",
     "ConvergenceError",
@@ -40,22 +42,6 @@ class ConvergenceError(RuntimeError):
     def __init__(self, message: str, stats: SolverStats | None = None) -> None:
         super().__init__(message)
         self.stats = stats
-
-
-#: The default tolerance, raised to :data:`EPS_FACTOR` machine epsilons of the state's dtype.
-DEFAULT_TOL = 1e-6
-EPS_FACTOR = 8
-
-
-def default_tol(dtype: torch.dtype, tol: float = DEFAULT_TOL) -> float:
-    """``max(tol, 8·eps(dtype))``: a tolerance the dtype can reach.
-
-    The residual of a θ-step is computed with a rounding error of a few ``eps`` relative to the
-    state, so below that no solver can certify convergence: 1e-6 is below bfloat16's and
-    float16's epsilon (7.8e-3, 9.8e-4), and would make every half-precision solve run all its
-    iterations and fail. For float32 (8·eps = 9.5e-7) and float64 the default stays 1e-6.
-    """
-    return max(float(tol), EPS_FACTOR * torch.finfo(dtype).eps)
 
 
 @dataclass
