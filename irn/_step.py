@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -18,11 +19,12 @@ from torch.nn.utils import parametrize
 
 from ._layer_checks import SINGULAR_ADVICE
 from .adjoint import AdjointConfig, ImplicitStep
+from .inexact import Phantom
 from .plan import AdjointPlan, StepPlan
 from .solvers import SolverStats, enforce
 from .spectral import frozen
 
-__all__ = ["ThetaStats", "solve_step"]
+__all__ = ["ThetaStats", "emit", "record_stats", "solve_step"]
 
 
 @dataclass
@@ -49,6 +51,31 @@ class ThetaStats:
 
 def _get(stats: SolverStats | None, name: str):
     return None if stats is None else getattr(stats, name)
+
+
+_recording = threading.local()
+
+
+@contextlib.contextmanager
+def record_stats():
+    """Collect, into the yielded list, the :class:`ThetaStats` of every :class:`ThetaLayer`
+    call this thread makes inside the block, however deep the layers sit in a model (e.g.
+    ``nn.Sequential(ImplicitResNet(...))``): how :func:`irn.train.fit` logs solver statistics
+    of any model. Read the list after ``backward`` to see the adjoint solves too."""
+    stack = getattr(_recording, "stack", None)
+    if stack is None:
+        stack = _recording.stack = []
+    sink: list[ThetaStats] = []
+    stack.append(sink)
+    try:
+        yield sink
+    finally:
+        del stack[next(i for i, s in enumerate(stack) if s is sink)]  # by identity
+
+
+def emit(stats: ThetaStats) -> None:
+    for sink in getattr(_recording, "stack", ()):
+        sink.append(stats)
 
 
 def solve_step(plan: StepPlan, x: torch.Tensor, t, fx: torch.Tensor | None):
@@ -115,6 +142,12 @@ def solve_step(plan: StepPlan, x: torch.Tensor, t, fx: torch.Tensor | None):
     )
     if unrolled or not needs_grad:
         return y.view(shape), stats
+    if isinstance(plan.backward, Phantom):  # an inexact gradient (irn.inexact)
+        with frozen(plan.field):
+            out = plan.backward.attach(
+                lambda z: step.phi(plan.evaluate, t, x, z, fx), x, y.view(shape)
+            )
+        return out, stats
     backward: AdjointPlan = plan.backward
 
     def report(bstats: SolverStats) -> None:

@@ -15,7 +15,6 @@ the only module that writes the backward pass.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 
 import torch
@@ -30,18 +29,21 @@ from ._layer_checks import (
     positive_int,
     transformed,
 )
-from ._step import ThetaStats, solve_step
+from ._step import ThetaStats, emit, record_stats, solve_step
 from .fields import declared_disc
+from .inexact import Phantom
 from .plan import (
     AUTO_FORWARD,
+    BACKWARDS,
     Adjoint,
     AdjointPlan,
     StepPlan,
     auto_solvers,
     check_auto_options,
+    resolve_backward,
     with_declared_damping,
 )
-from .precision import compute_dtype, state_dtype
+from .precision import compute_dtype, evaluate_in, state_dtype
 from .scheme import SCHEMES, ThetaScheme
 from .solvers import (
     NONLINEAR_CONFIGS,
@@ -53,48 +55,7 @@ from .solvers import (
 )
 from .spectral import frozen
 
-__all__ = ["SCHEMES", "Adjoint", "ThetaLayer", "ThetaStats", "record_stats"]
-
-BACKWARDS = ("adjoint", "unrolled")
-
-
-_recording = threading.local()
-
-
-@contextlib.contextmanager
-def record_stats():
-    """Collect, into the yielded list, the :class:`ThetaStats` of every :class:`ThetaLayer`
-    call this thread makes inside the block, however deep the layers sit in a model (e.g.
-    ``nn.Sequential(ImplicitResNet(...))``): how :func:`irn.train.fit` logs solver statistics
-    of any model. Read the list after ``backward`` to see the adjoint solves too."""
-    stack = getattr(_recording, "stack", None)
-    if stack is None:
-        stack = _recording.stack = []
-    sink: list[ThetaStats] = []
-    stack.append(sink)
-    try:
-        yield sink
-    finally:
-        del stack[next(i for i, s in enumerate(stack) if s is sink)]  # by identity
-
-
-def _emit(stats: ThetaStats) -> None:
-    for sink in getattr(_recording, "stack", ()):
-        sink.append(stats)
-
-
-def step_is_explicit(layer: ThetaLayer, theta: float | None) -> bool:
-    """Whether a call with this θ is the explicit step (which a trace records faithfully)."""
-    return (layer.theta if theta is None else theta) == 0.0
-
-
-def _in_dtype(evaluate, dtype: torch.dtype):
-    """``F`` evaluated in ``dtype`` (the field's) on a wider state, returned in the state's."""
-
-    def cast(t, y: torch.Tensor) -> torch.Tensor:
-        return evaluate(t, y.to(dtype)).to(y.dtype)
-
-    return cast
+__all__ = ["BACKWARDS", "SCHEMES", "Adjoint", "ThetaLayer", "ThetaStats", "record_stats"]
 
 
 class ThetaLayer(nn.Module):
@@ -117,11 +78,14 @@ class ThetaLayer(nn.Module):
             centre ``c``, see :meth:`predictor_gain`).
         tol: Relative per-sample residual: sample ``i`` is solved when
             ``‖y_i − x_i − Φ(x_i, y_i)‖ ≤ tol · max(‖y_i‖, ‖x_i‖)`` (norms over the state),
-            the same test for every solver. Default (None): 1e-6, raised to 8 machine epsilons
-            of the state's dtype (:func:`irn.solvers.default_tol`) so half precision can reach it.
+            the same test for every solver. Default (None): 1e-6, raised to what the dtype can
+            reach (:func:`irn.precision.default_tol`: half precision and autocast solve to the
+            compute dtype's unit roundoff; a half-precision state is solved in float32).
         max_iter: Nonlinear iterations allowed.
         backward: ``"adjoint"`` (implicit-function theorem, memory independent of the number
-            of iterations; first-order gradients only) or ``"unrolled"`` (autograd through
+            of iterations; first-order gradients only; :class:`~irn.Adjoint` sets its solver),
+            ``"jfb"``/``"phantom"`` (inexact, cheaper gradients: :mod:`irn.inexact`,
+            :class:`~irn.Phantom`) or ``"unrolled"`` (autograd through
             the iterations; supports double backward).
         on_failure: ``"warn"`` (a :class:`~irn.ConvergenceWarning`, once per layer and kind of
             solve), ``"raise"`` (:class:`~irn.ConvergenceError`) or ``"ignore"``; applies to the
@@ -150,7 +114,7 @@ class ThetaLayer(nn.Module):
         solver: str | SolverConfig = "auto",
         tol: float | None = None,
         max_iter: int = 50,
-        backward: str | Adjoint = "adjoint",
+        backward: str | Adjoint | Phantom = "adjoint",
         on_failure: str = "warn",
         solver_options: dict | None = None,
         adjoint_solver: str | SolverConfig = "auto",
@@ -177,22 +141,7 @@ class ThetaLayer(nn.Module):
             "adjoint_max_iter": adjoint_max_iter,
             "adjoint_options": adjoint_options,
         }
-        if isinstance(backward, Adjoint):
-            given = [k for k, v in shorthand.items() if v not in (None, "auto", {})]
-            if given:
-                raise ValueError(
-                    f"backward=Adjoint(...) already says how to solve the adjoint; pass {given} "
-                    f"inside it (Adjoint(solver=, tol=, max_iter=, options=)), not to the layer"
-                )
-            self._adjoint_spec, backward = backward, "adjoint"
-        elif backward in BACKWARDS:
-            self._adjoint_spec = Adjoint(adjoint_solver, adjoint_tol, adjoint_max_iter,
-                                         adjoint_options)  # fmt: skip
-        else:
-            raise ValueError(
-                f"unknown backward {backward!r}; choose one of {list(BACKWARDS)} or "
-                f"irn.Adjoint(solver=..., tol=..., max_iter=...)"
-            )
+        backward, self._adjoint_spec, self._inexact = resolve_backward(backward, shorthand)
         if on_failure not in POLICIES:
             raise ValueError(f"unknown on_failure {on_failure!r}; choose one of {list(POLICIES)}")
         self.field = field
@@ -340,7 +289,7 @@ class ThetaLayer(nn.Module):
         (:mod:`irn.precision`)."""
         forward, adjoint = self._configs(step)
         spec = self._adjoint_spec
-        backward: AdjointPlan | str = self.backward
+        backward = self._inexact or self.backward
         if self.backward == "adjoint":
             max_iter = spec.max_iter or self.max_iter
             backward = AdjointPlan(
@@ -362,7 +311,7 @@ class ThetaLayer(nn.Module):
             name=name,
             advice=FORWARD_ADVICE.format(max_iter=self.max_iter),
             field=self.field,
-            evaluate=self._eval if state_dtype(dtype) == dtype else _in_dtype(self._eval, dtype),
+            evaluate=self._eval if state_dtype(dtype) == dtype else evaluate_in(self._eval, dtype),
             publish=self._publish,
             warned=self._warned,
         )
@@ -399,11 +348,11 @@ class ThetaLayer(nn.Module):
                 filled in by a later backward pass); :attr:`stats` is set either way.
             name: How messages name this step (e.g. ``"step 3 of 5"``).
         """
-        if torch.jit.is_tracing() and not step_is_explicit(self, theta):
+        if torch.jit.is_tracing() and (self.theta if theta is None else theta) != 0.0:
             raise RuntimeError(TRACING)  # before any host read, which a trace would freeze too
         if not isinstance(x, torch.Tensor) or x.dim() < 2:
             raise ValueError("x must be a tensor shaped (batch, *state)")
-        if self.backward == "adjoint" and transformed(x):
+        if self.backward != "unrolled" and transformed(x):
             raise ValueError(TRANSFORMS)
         if not bool(torch.isfinite(x).all()):
             raise ValueError("x contains non-finite values (nan or inf)")
@@ -419,7 +368,7 @@ class ThetaLayer(nn.Module):
             if torch.is_grad_enabled():  # a graph to the parameters too (zero gradients), as
                 with frozen(self.field):  # nn.Linear has for an empty batch
                     y = y + 0.0 * self.field(t, x)
-            _emit(stats)
+            emit(stats)
             return (y, stats) if return_stats else y
         # The first evaluation may advance spectral-norm power iterations (train mode);
         # every later one is frozen, so the solve sees one fixed field.
@@ -445,5 +394,5 @@ class ThetaLayer(nn.Module):
             fx = None if fx is None else fx.to(work)
             y, stats = solve_step(plan, x.to(work), t, fx)
             y = y.to(x.dtype)
-        _emit(stats)
+        emit(stats)
         return (y, stats) if return_stats else y

@@ -20,10 +20,21 @@ from typing import Any
 
 from torch import nn
 
+from .inexact import JFB, Phantom
 from .scheme import ThetaScheme
 from .solvers import LINEAR_CONFIGS, NONLINEAR_CONFIGS, SolverConfig, make_config
 
-__all__ = ["Adjoint", "AdjointPlan", "StepPlan", "auto_solvers", "check_auto_options"]
+__all__ = [
+    "BACKWARDS",
+    "Adjoint",
+    "AdjointPlan",
+    "StepPlan",
+    "auto_solvers",
+    "check_auto_options",
+    "resolve_backward",
+]
+
+BACKWARDS = ("adjoint", "unrolled", "jfb", "phantom")
 
 
 def suited(options: Mapping[str, Any], cls: type[SolverConfig]) -> dict[str, Any]:
@@ -140,6 +151,36 @@ class Adjoint:
         if self.solver == "auto":
             return None
         return make_config(self.solver, self.options, LINEAR_CONFIGS, "adjoint_solver")
+
+
+def resolve_backward(
+    backward: str | Adjoint | Phantom, shorthand: Mapping[str, Any]
+) -> tuple[str, Adjoint, Phantom | None]:
+    """The layer's ``backward`` argument as ``(name, adjoint, inexact)``.
+
+    ``shorthand`` holds the layer's ``adjoint_solver``, ``adjoint_tol``, ``adjoint_max_iter``
+    and ``adjoint_options`` keywords; they build the :class:`Adjoint` unless ``backward`` is one
+    already (then giving both is an error). ``inexact`` is the :class:`~irn.inexact.Phantom`
+    of ``"jfb"``/``"phantom"`` (or one given), else ``None``.
+    """
+    if isinstance(backward, Adjoint):
+        given = [k for k, v in shorthand.items() if v not in (None, "auto", {})]
+        if given:
+            raise ValueError(
+                f"backward=Adjoint(...) already says how to solve the adjoint; pass {given} "
+                f"inside it (Adjoint(solver=, tol=, max_iter=, options=)), not to the layer"
+            )
+        return "adjoint", backward, None
+    adjoint = Adjoint(*shorthand.values())  # validated even when unused: a typo fails here
+    if isinstance(backward, Phantom):
+        return backward.name, adjoint, backward
+    if isinstance(backward, str) and backward in BACKWARDS:
+        inexact = {"jfb": JFB(), "phantom": Phantom()}.get(backward)
+        return backward, adjoint, inexact
+    raise ValueError(
+        f"unknown backward {backward!r}; choose one of {list(BACKWARDS)}, "
+        f"irn.Adjoint(solver=..., tol=..., max_iter=...) or irn.Phantom(steps=..., damping=...)"
+    )
 
 
 @dataclass(frozen=True)

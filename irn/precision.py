@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["HALF", "compute_dtype", "default_tol", "state_dtype"]
+__all__ = ["HALF", "compute_dtype", "default_tol", "evaluate_in", "state_dtype"]
 
 HALF = (torch.float16, torch.bfloat16)
 DEFAULT_TOL = 1e-6
@@ -54,3 +54,12 @@ def default_tol(
     compute = dtype if compute is None else compute
     state = state_dtype(dtype)
     return max(float(tol), EPS_FACTOR * torch.finfo(state).eps, 0.5 * torch.finfo(compute).eps)
+
+
+def evaluate_in(evaluate, dtype: torch.dtype):
+    """``F`` evaluated in ``dtype`` (the field's) on a wider state, returned in the state's."""
+
+    def cast(t, y: torch.Tensor) -> torch.Tensor:
+        return evaluate(t, y.to(dtype)).to(y.dtype)
+
+    return cast
