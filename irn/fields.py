@@ -10,11 +10,11 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
+from .scheme import DeclaresDisc, DeclaresSpectrum, declared_disc
 from .spectral import apply_spectral_norm, frozen
 
 __all__ = [
@@ -28,36 +28,6 @@ __all__ = [
     "frozen",
     "make_activation",
 ]
-
-
-@runtime_checkable
-class DeclaresSpectrum(Protocol):
-    """A field that declares where the eigenvalues of ``∂F/∂y`` lie: in the disc
-    ``|λ − center| ≤ radius``. A layer then damps, predicts and picks its solvers from the
-    disc (:meth:`irn.ThetaLayer.damping`); :class:`SpectralNormalized` is one."""
-
-    @property
-    def center(self) -> float: ...
-
-    @property
-    def radius(self) -> float: ...
-
-
-@runtime_checkable
-class DeclaresDisc(DeclaresSpectrum, Protocol):
-    """A :class:`DeclaresSpectrum` field that also knows a tighter, current radius
-    ``disc_radius <= radius`` (e.g. shrunk by a learned scale)."""
-
-    @property
-    def disc_radius(self) -> float: ...
-
-
-def declared_disc(field: object) -> tuple[float | None, float | None]:
-    """``(center, radius)`` of the tightest disc ``field`` declares, or ``(None, None)``."""
-    if not isinstance(field, DeclaresSpectrum):
-        return None, None
-    radius = field.disc_radius if isinstance(field, DeclaresDisc) else field.radius
-    return field.center, radius
 
 
 # Lipschitz constants: 1 for all but gelu (≈1.13), silu (≈1.10) and sigmoid (1/4). The eigenvalue

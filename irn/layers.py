@@ -30,7 +30,6 @@ from ._layer_checks import (
     transformed,
 )
 from ._step import ThetaStats, emit, record_stats, solve_step
-from .fields import declared_disc
 from .inexact import Phantom
 from .plan import (
     AUTO_FORWARD,
@@ -44,7 +43,7 @@ from .plan import (
     with_declared_damping,
 )
 from .precision import compute_dtype, evaluate_in, state_dtype
-from .scheme import SCHEMES, ThetaScheme
+from .scheme import SCHEMES, ThetaScheme, declared_disc
 from .solvers import (
     NONLINEAR_CONFIGS,
     POLICIES,

@@ -23,11 +23,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-__all__ = ["SCHEMES", "ThetaScheme", "check_theta", "stability_function"]
+__all__ = [
+    "SCHEMES",
+    "DeclaresDisc",
+    "DeclaresSpectrum",
+    "ThetaScheme",
+    "check_theta",
+    "declared_disc",
+    "inverse_stability",
+    "rk4_step",
+    "stability_function",
+]
 
 SCHEMES = ("linear", "one-leg")
 
@@ -55,6 +66,56 @@ def stability_function(z, theta: float):
         with np.errstate(divide="ignore", invalid="ignore"):
             return (1 + (1 - theta) * z) / (1 - theta * z)
     return (1 + (1 - theta) * z) / (1 - theta * z)
+
+
+def inverse_stability(r, theta: float, h: float = 1.0):
+    """``R⁻¹``: the ``μ`` with ``R(hμ) = r``, i.e. ``(r − 1) / (1 + θ(r − 1)) / h``.
+
+    The eigenvalue a θ-step must see to reproduce a growth factor ``r`` (e.g. ``r = e^{hλ}``,
+    the exact flow's): elementwise on complex or real NumPy arrays, tensors and numbers.
+    """
+    theta = check_theta(theta)
+    return (r - 1) / (1 + theta * (r - 1)) / h
+
+
+def rk4_step(field: Field, t, y: torch.Tensor, h: float) -> torch.Tensor:
+    """One classical Runge–Kutta step of ``y' = F(t, y)``: the reference integrator the
+    experiments compare θ-steps with (fourth order, explicit)."""
+    k1 = field(t, y)
+    k2 = field(t + h / 2, y + h / 2 * k1)
+    k3 = field(t + h / 2, y + h / 2 * k2)
+    k4 = field(t + h, y + h * k3)
+    return y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+@runtime_checkable
+class DeclaresSpectrum(Protocol):
+    """A field that declares where the eigenvalues of ``∂F/∂y`` lie: in the disc
+    ``|λ − center| ≤ radius``. A layer then damps, predicts and picks its solvers from the
+    disc (:meth:`irn.ThetaLayer.damping`); :class:`SpectralNormalized` is one."""
+
+    @property
+    def center(self) -> float: ...
+
+    @property
+    def radius(self) -> float: ...
+
+
+@runtime_checkable
+class DeclaresDisc(DeclaresSpectrum, Protocol):
+    """A :class:`DeclaresSpectrum` field that also knows a tighter, current radius
+    ``disc_radius <= radius`` (e.g. shrunk by a learned scale)."""
+
+    @property
+    def disc_radius(self) -> float: ...
+
+
+def declared_disc(field: object) -> tuple[float | None, float | None]:
+    """``(center, radius)`` of the tightest disc ``field`` declares, or ``(None, None)``."""
+    if not isinstance(field, DeclaresSpectrum):
+        return None, None
+    radius = field.disc_radius if isinstance(field, DeclaresDisc) else field.radius
+    return field.center, radius
 
 
 @dataclass(frozen=True)
