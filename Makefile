@@ -102,4 +102,4 @@ distclean: clean
 # on the two cores (scripts/make_results.py lists each run's command). Hours of CPU: run it in
 # a clean worktree if you want to go on editing meanwhile.
 results: $(BENCH_STAMP)
-	$(NETGUARD) $(PY) scripts/make_results.py
+	$(NETGUARD) $(PY) scripts/make_results.py $(if $(RESUME),--resume) $(if $(ONLY),--only $(ONLY))

@@ -1,9 +1,12 @@
-"""Command line: ``python -m irn experiments <name> [--full] [--seeds N] [--out FILE] ...``.
+"""Command line: ``python -m irn experiments <name> [--full] [--out FILE [--resume]] ...``.
 
 Every field of an experiment's ``Config`` dataclass becomes an option (``--noise-stds 0 0.5``,
 ``--clamp/--no-clamp``); the values start from the reduced defaults, ``--full`` applies the
 experiment's ``FULL`` overrides, and explicit options win over both. Bad arguments print one
-line on stderr and exit with status 2. Under ``torchrun`` (``WORLD_SIZE`` > 1) the process
+line on stderr and exit with status 2. With ``--out FILE`` every finished cell (θ, seed, ...)
+is kept in ``FILE.partial.jsonl`` until the results are written; ``--resume`` continues an
+interrupted run from there (:mod:`irn.experiments.cells`), and without it such a file is
+refused rather than overwritten. Under ``torchrun`` (``WORLD_SIZE`` > 1) the process
 joins the process group first and only rank 0 shows progress, prints and writes.
 """
 
@@ -24,6 +27,7 @@ import typing
 from typing import Any
 
 from . import experiments
+from .experiments import cells
 
 PROG = "python -m irn"
 
@@ -151,7 +155,7 @@ def _add_config_options(parser: argparse.ArgumentParser, module: types.ModuleTyp
 # ---------------------------------------------------------------------------------- parsers
 def _listing() -> str:
     lines = [
-        f"usage: {PROG} experiments NAME [--full] [--seeds N] [--out FILE] [--FIELD VALUE ...]",
+        f"usage: {PROG} experiments NAME [--full] [--out FILE [--resume]] [--FIELD VALUE ...]",
         "",
         "Run one of the book's experiments and print (or write) its results as JSON.",
         "",
@@ -175,7 +179,16 @@ def _experiment_parser(name: str, module: types.ModuleType) -> tuple[_Parser, li
     run = parser.add_argument_group("running")
     run.add_argument("--full", action="store_true", help="paper-scale run (the FULL overrides)")
     run.add_argument(
-        "--out", metavar="FILE", help="write the results as JSON to FILE ('-': stdout)"
+        "--out",
+        metavar="FILE",
+        help="write the results as JSON to FILE ('-': stdout); each finished cell is kept in "
+        f"FILE{cells.SUFFIX} until the run ends",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue an interrupted run from the cells in FILE{cells.SUFFIX} (same "
+        "arguments; without that file: a fresh run)",
     )
     run.add_argument(
         "--progress",
@@ -248,7 +261,10 @@ def _experiments(argv: list[str]) -> int:
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
-    if args.out and args.out != "-":
+    to_file = bool(args.out) and args.out != "-"
+    if args.resume and not to_file:
+        parser.error("--resume needs --out FILE: the finished cells are kept next to FILE")
+    if to_file:
         problem = _unwritable(args.out)
         if problem:  # before the run, not after hours of it
             parser.error(f"--out {args.out}: {problem}")
@@ -260,10 +276,19 @@ def _experiments(argv: list[str]) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    partial = None
+    if to_file:  # after --threads: the file records the threads the cells ran with
+        try:
+            partial = cells.Partial.open(args.out, name, config, resume=args.resume, argv=argv)
+        except cells.PartialError as err:
+            parser.error(str(err))
+        if args.resume and os.environ.get("RANK", "0") == "0":  # under torchrun: one line
+            found = f"{len(partial)} finished cell(s)" if len(partial) else "no finished cells"
+            print(f"resuming {partial.path}: {found}", file=sys.stderr)
     main_rank = _distributed_main()
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     try:
-        results = module.run(config, progress=bool(progress and main_rank))
+        results = module.run(config, progress=bool(progress and main_rank), partial=partial)
     finally:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from . import distributed
@@ -277,6 +302,7 @@ def _experiments(argv: list[str]) -> int:
         return 0
     if args.out:
         path = experiments.save_results(results, args.out)
+        partial.remove()  # only now: the results it kept are in the file
         print(f"wrote {path}", file=sys.stderr)
     print(_summary(module, results))
     return 0

@@ -8,7 +8,10 @@ the run they take their epoch budget from has finished. Every file then gets a
 size, and the tolerances it must match within.
 
 Refuses to run on a dirty tree: a result records the commit that made it, and ``+dirty``
-would make it unreproducible. ``--only NAME...`` reruns a subset (by output stem).
+would make it unreproducible. ``--only NAME...`` reruns a subset (by output stem). Every run
+keeps its finished cells in ``book/results/<stem>.json.partial.jsonl`` until it ends;
+``--resume`` continues the runs an interruption left there (at the same commit), and without it
+such files are refused up front.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Job:
     after: str | None = None  # a job whose result this one's arguments need ("*": all others)
     extra: list[str] = field(default_factory=list)
     out: str = ""  # the result file, relative to the repository (default book/results/<stem>)
+    resume: bool = False  # continue from the cells an interrupted run kept (--resume)
 
 
 def _robust(stem: str, args: list[str], seconds: float, theta: float, after=None) -> Job:
@@ -100,10 +104,26 @@ def matched_epochs(reference: Path) -> int:
     return max(1, round((sum(one) / len(one)) / (sum(zero) / len(zero))))
 
 
+PARTIAL = ".partial.jsonl"  # irn.experiments.cells.SUFFIX (not imported: no torch here)
+
+
+def _ours(line: str) -> bool:
+    """A ``git status --porcelain`` line for an interrupted run's leftovers in book/results:
+    its partial file, or a temporary file of an atomic write killed midway."""
+    path = Path(line[3:].strip().strip('"'))
+    name = path.name
+    temporary = name.startswith(".") and name.endswith(".tmp")
+    return path.parent.as_posix() == "book/results" and (name.endswith(PARTIAL) or temporary)
+
+
 def _dirty() -> str:
     out = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True,
                          text=True, check=True)  # fmt: skip
-    return out.stdout.strip()
+    return "\n".join(line for line in out.stdout.splitlines() if not _ours(line))
+
+
+def _partial(job: Job) -> Path:
+    return BOOK / f"{job.stem}.json{PARTIAL}"
 
 
 def _run(job: Job) -> tuple[Job, float]:
@@ -115,7 +135,7 @@ def _run(job: Job) -> tuple[Job, float]:
         return job, time.perf_counter() - start
     out = BOOK / f"{job.stem}.json"
     cmd = [sys.executable, "-m", "irn", "experiments", *job.args, *job.extra, "--threads", "1",
-           "--out", str(out)]  # fmt: skip
+           "--out", str(out), *(["--resume"] if job.resume else [])]  # fmt: skip
     print(f"start {job.stem}: {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -133,11 +153,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="output stems to rerun (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel processes (default 2)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue interrupted runs from their finished cells")  # fmt: skip
     args = parser.parse_args()
     if _dirty():
         sys.exit("make results: the tree has uncommitted changes; commit them first, so the "
                  "results record a commit that reproduces them (git status)")  # fmt: skip
     jobs = [j for j in JOBS if not args.only or j.stem in args.only]
+    left = [str(_partial(j).relative_to(ROOT)) for j in jobs if _partial(j).exists()]
+    if left and not args.resume:
+        sys.exit(f"make results: interrupted runs left finished cells in {', '.join(left)}; "
+                 "pass --resume (python scripts/make_results.py --resume) to continue them, "
+                 "or delete the files to start afresh")  # fmt: skip
+    for job in jobs:
+        job.resume = args.resume
     pending = sorted(jobs, key=lambda j: -j.seconds)
     done: set[str] = {j.stem for j in JOBS if j not in jobs}
     running = {}

@@ -1,4 +1,7 @@
-"""Shared test setup: one thread, fixed seeds, float64 fields, no network."""
+"""Shared test setup: one thread, fixed seeds, no network; ``tests/`` on the import path.
+
+The test fields live in ``tests/fields.py`` (``from fields import TanhField``); the names
+imported below stay importable from ``conftest`` for modules written before that."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 torch.set_num_threads(1)
 
@@ -25,43 +27,16 @@ def _install_network_guard() -> None:
 
 _install_network_guard()
 
+# pytest's default import mode puts this directory on sys.path already; say so explicitly, so
+# that `from fields import ...` works under any import mode.
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+from fields import Affine, Scalar, TanhField  # noqa: E402, F401  (re-exported, see above)
+
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
     yield
-
-
-class Affine(nn.Module):
-    """F(t, y) = A y + b, the field with closed-form θ-steps."""
-
-    def __init__(self, n: int, scale: float = 0.3, dtype=torch.float64):
-        super().__init__()
-        self.A = nn.Parameter(scale * torch.randn(n, n, dtype=dtype))
-        self.b = nn.Parameter(torch.randn(n, dtype=dtype))
-
-    def forward(self, t, y):
-        return y @ self.A.T + self.b
-
-
-class TanhField(nn.Module):
-    """F(t, y) = (1 + t/10) tanh(W y + c): nonlinear and time dependent."""
-
-    def __init__(self, n: int, scale: float = 0.5, dtype=torch.float64):
-        super().__init__()
-        self.W = nn.Parameter(scale * torch.randn(n, n, dtype=dtype) / n**0.5)
-        self.c = nn.Parameter(0.1 * torch.randn(n, dtype=dtype))
-
-    def forward(self, t, y):
-        return (1 + 0.1 * t) * torch.tanh(y @ self.W.T + self.c)
-
-
-class Scalar(nn.Module):
-    """F(t, y) = λ y, the linear test equation."""
-
-    def __init__(self, lam: float):
-        super().__init__()
-        self.lam = lam
-
-    def forward(self, t, y):
-        return self.lam * y

@@ -145,6 +145,7 @@ def test_experiment_help_shows_fields_defaults_and_full(capsys):
     assert "(default: 3; --full: 5)" in out  # seeds
     assert "std of the input noise" in out  # the field's comment
     assert "--noise_stds" not in out  # the underscore alias works but is not listed
+    assert "--resume continue an interrupted run" in out and ".partial.jsonl" in out
 
 
 @dataclass

@@ -1,10 +1,12 @@
-"""Tests for irn.data: shapes, determinism, physics of the ODE data, IDX I/O and noise."""
+"""Tests for irn.data: shapes, determinism, physics of the ODE data, IDX I/O and noise, and the
+message naming the ``data`` extra when its packages are missing."""
 
 from __future__ import annotations
 
 import gzip
 import math
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
+import irn
 from irn import data
 
 MnistLike = tuple[np.ndarray, np.ndarray]
@@ -275,3 +278,19 @@ def test_generators_return_requested_dtype() -> None:
         assert data.two_spirals(4, dtype=dtype)[0].dtype == dtype
     with pytest.raises(ValueError, match="floating"):
         data.sine_regression(3, dtype=torch.int64)
+
+
+# ------------------------------------------------------------------------------ the data extra
+@pytest.mark.parametrize(
+    "module,call",
+    [
+        ("sklearn", lambda: irn.data.digits()),
+        ("scipy", lambda: irn.data.lotka_volterra(n_times=3)),
+    ],
+)
+def test_the_data_extra_is_named_when_missing(monkeypatch, module, call):
+    for name in [m for m in list(sys.modules) if m.split(".")[0] == module]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)  # import fails
+    with pytest.raises(ImportError, match=r"pip install 'irn\[data\]'"):
+        call()

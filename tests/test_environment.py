@@ -4,7 +4,7 @@ Binder builds ``environment.yml``; it must install what ``make`` installs (the p
 ``requirements/book.txt``, the Makefile's torch on PyTorch's CPU wheel index, ``irn`` in editable
 mode). Colab runs a notebook alone, so its first code cell installs ``irn`` from the repository
 and files of the repository are fetched when missing. ``.github/workflows/pages.yml`` builds
-the book and publishes ``_build/html`` to GitHub Pages.
+the book and publishes ``_build/html`` to GitHub Pages. The installed package says its licence.
 """
 
 from __future__ import annotations
@@ -121,3 +121,12 @@ def test_pages_workflow_builds_checks_and_publishes_the_book(workflow):
     assert upload["with"]["path"] == "_build/html"
     setup = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python"))
     assert str(setup["with"]["python-version"]) == "3.11"
+
+
+# ------------------------------------------------------------------------ the package's licence
+def test_license_metadata():
+    from importlib.metadata import metadata
+
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    meta = metadata("irn")
+    assert meta.get("License-Expression") == "MIT" or "MIT" in (meta.get("License") or "")

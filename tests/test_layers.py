@@ -1,20 +1,22 @@
-"""ThetaLayer: gradients, closed forms, stability, memory, bad input and failure policies."""
+"""irn.layers.ThetaLayer: gradients of every registered solver, closed forms, stability, bad
+input and failure policies, thread-local statistics."""
 
 from __future__ import annotations
 
 import itertools
+import threading
 import warnings
 
 import pytest
 import torch
-from conftest import Affine, Scalar, TanhField
+from fields import DT, NONLINEAR, Affine, Scalar, TanhConv, TanhField
 from torch import nn
 
 import irn
 from irn.stability import stability_function
 
-DT = torch.float64
-SOLVERS = ["fixed-point", "anderson", "newton", "lbfgs"]
+# Every registered solver, with its defaults (see tests/fields.py): a new one is gradchecked here.
+SOLVERS = NONLINEAR
 SCHEMES = ["linear", "one-leg"]
 BACKWARDS = ["adjoint", "unrolled"]
 
@@ -111,36 +113,6 @@ def test_stiff_step_follows_stability_function(theta):
         assert float(y.abs().max()) == pytest.approx(19.0)  # forward Euler explodes
 
 
-def _saved_bytes(layer, x):
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        y = layer(x)
-    return total, y
-
-
-@pytest.mark.parametrize("scheme", SCHEMES)
-def test_adjoint_memory_does_not_grow_with_iterations(scheme):
-    field = TanhField(32, dtype=torch.float32)
-    x = torch.randn(16, 32, requires_grad=True)
-    sizes = {}
-    for backward, iters in itertools.product(BACKWARDS, (3, 40)):
-        layer = irn.ThetaLayer(
-            field, theta=1.0, scheme=scheme, solver="fixed-point", tol=1e-30,
-            max_iter=iters, backward=backward, on_failure="ignore",
-        )  # fmt: skip
-        sizes[backward, iters], y = _saved_bytes(layer, x)
-        assert layer.stats.iterations == iters
-        y.sum().backward()
-    assert sizes["adjoint", 3] == sizes["adjoint", 40] > 0
-    assert sizes["unrolled", 40] > 5 * sizes["unrolled", 3]
-
-
 def test_stats_after_forward_and_backward():
     layer = irn.ThetaLayer(TanhField(4), theta=0.5, tol=1e-10)
     x = torch.randn(3, 4, dtype=DT, requires_grad=True)
@@ -165,17 +137,7 @@ def test_float32_and_float64(dtype):
 
 
 def test_image_shaped_state():
-    conv = nn.Conv2d(2, 2, 3, padding=1, dtype=DT)
-
-    class ConvField(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = conv
-
-        def forward(self, t, y):
-            return 0.3 * torch.tanh(self.conv(y))
-
-    layer = irn.ThetaLayer(ConvField(), theta=0.5, tol=1e-10)
+    layer = irn.ThetaLayer(TanhConv(2, 0.3), theta=0.5, tol=1e-10)
     x = torch.randn(2, 2, 5, 5, dtype=DT, requires_grad=True)
     y = layer(x)
     assert y.shape == x.shape and layer.stats.converged
@@ -197,7 +159,7 @@ class _WrongShape(nn.Module):
         ({"h": -1.0}, "h must"),
         ({"scheme": "midpoint"}, "scheme"),
         ({"solver": "broyden"}, "solver"),
-        ({"backward": "phantom"}, "backward"),
+        ({"backward": "implicit"}, "backward"),  # ("phantom" is one now: irn.inexact)
         ({"on_failure": "panic"}, "on_failure"),
         ({"adjoint_solver": "cg"}, "adjoint_solver"),
     ],
@@ -245,26 +207,6 @@ def test_singular_step_is_reported_by_every_policy(solver, scheme):
     assert not layer.stats.converged
 
 
-def test_failed_adjoint_solve_follows_the_policy():
-    field = TanhField(6, scale=3.0)
-    x = torch.randn(4, 6, dtype=DT, requires_grad=True)
-    for policy in ("warn", "raise", "ignore"):
-        layer = irn.ThetaLayer(
-            field, theta=1.0, tol=1e-12, max_iter=200, adjoint_tol=1e-14, adjoint_max_iter=1,
-            on_failure=policy, adjoint_solver="fixed-point",
-        )  # fmt: skip
-        y = layer(x)
-        if policy == "raise":
-            with pytest.raises(irn.ConvergenceError, match="adjoint"):
-                y.sum().backward()
-        elif policy == "warn":
-            with pytest.warns(irn.ConvergenceWarning, match="adjoint"):
-                y.sum().backward()
-        else:
-            y.sum().backward()
-        assert layer.stats.backward_converged is False
-
-
 def test_no_graph_when_gradients_are_off():
     layer = irn.ThetaLayer(TanhField(4), theta=1.0)
     with torch.no_grad():
@@ -272,112 +214,35 @@ def test_no_graph_when_gradients_are_off():
     assert y.grad_fn is None and layer.stats.converged
 
 
-def test_layer_reports_adjoint_and_unrolled_agree():
-    field = TanhField(5)
-    x = torch.randn(3, 5, dtype=DT, requires_grad=True)
-    grads = []
-    for backward in BACKWARDS:
-        layer = irn.ThetaLayer(field, theta=1.0, tol=1e-13, backward=backward, adjoint_tol=1e-13)
-        (g,) = torch.autograd.grad(layer(x).square().sum(), x)
-        grads.append(g)
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-11)
-
-
 def test_repr_names_the_settings():
     text = repr(irn.ThetaLayer(TanhField(2), theta=0.5, scheme="one-leg"))
     assert "theta=0.5" in text and "one-leg" in text
 
 
-def test_power_iteration_advances_once_per_forward_not_during_the_solve():
-    """The spectral-norm estimate changes once per layer call (at the predictor), so every
-    evaluation inside the solve and the adjoint sees the same normalized weights."""
-    import copy
+def test_a_field_returning_a_tuple_gets_a_plain_message():
+    class Tuple(nn.Module):
+        def forward(self, t, y):
+            return (y, y)
 
-    field = irn.SpectralNormalized(irn.MLP(4, width=8), alpha=-2.0, beta=0.5).double()
-    twin = copy.deepcopy(field)
-    layer = irn.ThetaLayer(field, theta=1.0, tol=1e-10, solver="newton")
-    x = torch.randn(3, 4, dtype=DT, requires_grad=True)
-    field.train(), twin.train()
-    y = layer(x)
-    assert layer.stats.converged and layer.stats.evaluations > 3
-    twin(0.0, x)  # exactly one unfrozen evaluation
-    for (name, a), (_, b) in zip(field.named_buffers(), twin.named_buffers(), strict=True):
-        assert torch.equal(a, b), name
-    y.sum().backward()
-    assert x.grad is not None
+    with pytest.raises(ValueError, match="the field returned a tuple, not a tensor"):
+        irn.ThetaLayer(Tuple())(torch.randn(2, 3))
 
 
-class _DeclaredDisc(nn.Module):
-    """F(y) = c·y + r·tanh(W y) with ‖W‖₂ = 1: declares its Jacobian disc (centre c, radius r)."""
+def test_stats_never_cross_threads():
+    layer = irn.ThetaLayer(TanhField(3), theta=1.0, tol=1e-10)
+    inputs = {i: torch.randn(2 + i, 3, dtype=torch.float64) for i in range(4)}
+    errors = []
 
-    def __init__(self, n: int, center: float, radius: float):
-        super().__init__()
-        w = torch.randn(n, n, dtype=DT)
-        self.W = nn.Parameter(w / torch.linalg.matrix_norm(w, 2))
-        self.center, self.radius = center, radius
+    def work(i):
+        for _ in range(25):
+            _, own = layer(inputs[i], return_stats=True)
+            seen = layer.stats
+            if seen is not own or seen.forward.residuals.shape[0] != 2 + i:
+                errors.append(i)
 
-    def forward(self, t, y):
-        return self.center * y + self.radius * torch.tanh(y @ self.W.T)
-
-
-def test_auto_uses_the_declared_spectrum():
-    stiff = _DeclaredDisc(6, center=-1.0, radius=0.9)
-    layer = irn.ThetaLayer(stiff, theta=1.0, h=1.0, tol=1e-10)
-    # I − θhJ has its spectrum in the disc |z − 2| ≤ 0.9: damping 1/2 contracts by 0.45.
-    assert layer.contraction() == pytest.approx(0.45) and layer.damping() == pytest.approx(0.5)
-    assert layer.method() == "fixed-point" and layer.adjoint_method() == "fixed-point"
-    x = torch.randn(4, 6, dtype=DT, requires_grad=True)
-    y = layer(x)
-    assert layer.stats.forward.solver == "fixed-point" and layer.stats.converged
-    (g,) = torch.autograd.grad(y.square().sum(), x)
-    ref = irn.ThetaLayer(stiff, theta=1.0, solver="newton", adjoint_solver="gmres", tol=1e-12)
-    (g_ref,) = torch.autograd.grad(ref(x).square().sum(), x)
-    torch.testing.assert_close(g, g_ref, rtol=1e-8, atol=1e-10)
-    assert layer.stats.backward.solver == "fixed-point"
-    # Undeclared or too weakly contracting spectra fall back to Anderson and GMRES.
-    plain = irn.ThetaLayer(TanhField(6), theta=1.0)
-    assert plain.contraction() is None and plain.damping() == 1.0
-    assert plain.method() == "anderson" and plain.adjoint_method() == "gmres"
-    weak = irn.ThetaLayer(_DeclaredDisc(6, center=-0.2, radius=0.9), theta=1.0)
-    assert weak.method() == "anderson"
-
-
-def test_spectral_predictor_is_exact_for_linear_fields():
-    """With F(y) = c·y the predictor x + hF(x)/(1 − θhc) is the solution: no iteration."""
-    layer = irn.ThetaLayer(_DeclaredDisc(3, center=-5.0, radius=0.0), theta=0.5, h=0.4, tol=1e-12)
-    x = torch.randn(2, 3, dtype=DT)
-    y = layer(x)
-    assert layer.stats.iterations == 0
-    torch.testing.assert_close(y, x * (1 - 0.5 * 2.0) / (1 + 0.5 * 2.0))
-
-
-@pytest.mark.parametrize("theta", [0.0, 0.5, 1.0])
-def test_backward_through_an_empty_batch_gives_zero_gradients(theta):
-    """An empty batch whose input does not require grad crashed in backward ('does not
-    require grad'); nn.Linear gives zero gradients, and so does the layer now."""
-    torch.manual_seed(0)
-    layer = irn.ThetaLayer(irn.SpectralNormalized(irn.MLP(4), alpha=-1.0, beta=0.0),
-                           theta=theta, h=0.5)  # fmt: skip
-    y = layer(torch.randn(0, 4))
-    assert y.shape == (0, 4)
-    y.sum().backward()
-    grads = [q.grad for q in layer.parameters() if q.requires_grad]
-    assert grads and all(g is not None and not g.any() for g in grads)
-
-
-def test_auto_solvers_take_the_options_of_the_solver_they_choose():
-    """solver_options={"memory": 8} and adjoint_options={"restart": 30} were refused with a
-    message about 'fixed-point', a solver the user never chose."""
-    plain = irn.ThetaLayer(irn.MLP(3), theta=1.0, h=0.5, solver_options={"memory": 8},
-                           adjoint_options={"restart": 30})  # fmt: skip
-    assert plain.solver_config().memory == 8  # Anderson, for a field with no declared spectrum
-    assert plain.adjoint_config().restart == 30
-    declared = irn.ThetaLayer(irn.SpectralNormalized(irn.MLP(3), alpha=-1.0, beta=0.0),
-                              theta=1.0, h=0.5, solver_options={"memory": 8})  # fmt: skip
-    assert declared.solver_config().name == "fixed-point"  # memory does not apply: unused
-    x = torch.randn(4, 3, requires_grad=True)
-    plain(x).sum().backward()
-    with pytest.raises(ValueError, match=r"solver='auto' chooses among .*unknown \['bogus'\]"):
-        irn.ThetaLayer(irn.MLP(3), solver_options={"bogus": 1})
-    with pytest.raises(ValueError, match="memory"):
-        irn.ThetaLayer(irn.MLP(3), solver_options={"memory": 0})  # still validated
+    threads = [threading.Thread(target=work, args=(i,)) for i in inputs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -1,16 +1,18 @@
-"""ImplicitResNet: composition of θ-steps, trajectories, per-step fields, augmentation."""
+"""irn.models.ImplicitResNet: composition of θ-steps, trajectories, per-step fields,
+augmentation, randomized θ and h without shared state, pickling."""
 
 from __future__ import annotations
 
+import pickle
+import threading
+
 import pytest
 import torch
-from conftest import Affine, TanhField
+from fields import DT, Affine, TanhConv, TanhField
 from torch import nn
 
 import irn
 from irn.regularizers import total_variation, trajectory_regularizer
-
-DT = torch.float64
 
 
 def test_steps_compose_theta_layers():
@@ -67,15 +69,7 @@ def test_codim_augments_vectors_and_images():
     y = net(torch.randn(4, 3, dtype=DT))
     assert y.shape == (4, 5)
 
-    class Conv(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c = nn.Conv2d(3, 3, 3, padding=1, dtype=DT)
-
-        def forward(self, t, y):
-            return 0.2 * torch.tanh(self.c(y))
-
-    img = irn.ImplicitResNet(Conv(), codim=1, theta=1.0)
+    img = irn.ImplicitResNet(TanhConv(3, 0.2), codim=1, theta=1.0)
     x = torch.randn(2, 2, 4, 4, dtype=DT)
     assert img.augment(x)[:, 2].abs().sum() == 0
     assert img(x).shape == (2, 3, 4, 4)
@@ -121,3 +115,54 @@ def test_non_integer_sizes_and_zero_step_factors_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         irn.ImplicitResNet(irn.MLP(2), **kwargs)
     assert irn.ImplicitResNet(irn.MLP(2), steps=2.0).steps == 2  # integral floats are fine
+
+
+def test_implicit_resnet_names_codim_when_the_field_does_not_fit():
+    net = irn.ImplicitResNet(irn.MLP(2, 8), steps=2, codim=1)
+    with pytest.raises(ValueError, match=r"codim=1.*irn.MLP\(dim=3\)"):
+        net(torch.randn(4, 2))
+    irn.ImplicitResNet(irn.MLP(3, 8), steps=2, codim=1)(torch.randn(4, 2))
+
+
+def test_random_theta_and_h_never_write_layer_attributes():
+    net = irn.ImplicitResNet(TanhField(3), steps=4, random_theta=(0.2, 1.0), random_h=(0.5, 1.5))
+    before = [(layer.theta, layer.h) for layer in net.layers]
+
+    def work():
+        for _ in range(20):
+            net(torch.randn(3, 3, dtype=torch.float64))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [(layer.theta, layer.h) for layer in net.layers] == before
+    with pytest.raises(AttributeError):
+        net.layers[0].h = 2.0  # θ and h are read-only; pass them per call instead
+
+
+def _spectral_model():
+    field = irn.SpectralNormalized(irn.ConvField(2, width=3, input_shape=(5, 5)), -2.0, 0.5)
+    return irn.ImplicitResNet(field, steps=2, output_map=nn.Flatten())
+
+
+def test_spectrally_normalized_models_pickle_and_torch_save(tmp_path):
+    torch.manual_seed(3)
+    model = irn.ImplicitResNet(
+        irn.SpectralNormalized(irn.MLP(3, 8), -1.0, 0.5), steps=2, output_map=nn.Linear(3, 2)
+    )
+    conv = _spectral_model()
+    for m, x in ((model, torch.randn(4, 3)), (conv, torch.randn(2, 2, 5, 5))):
+        m.eval()
+        expected = m(x)
+        clone = pickle.loads(pickle.dumps(m))
+        torch.testing.assert_close(clone(x), expected, rtol=0, atol=0)
+        path = tmp_path / "model.pt"
+        torch.save(m, path)
+        loaded = torch.load(path, weights_only=False)
+        torch.testing.assert_close(loaded(x), expected, rtol=0, atol=0)
+        # The clone is a working, still parametrized model: training updates its estimate.
+        loaded.train()
+        loaded(x).sum().backward()
+        assert irn.spectral.power_iterate(loaded) > 0

@@ -26,6 +26,16 @@ def test_every_python_block_runs_as_pasted(monkeypatch, tmp_path):
         exec(compile(block, f"README.md python block {i + 1}", "exec"), namespace)
 
 
+def test_the_readme_snippet_runs():
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Using the library", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2  # the quick tour and the drop-in example, run in one namespace
+    namespace: dict = {}
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), namespace)
+
+
 @pytest.mark.slow
 def test_ddp_example_runs_under_torchrun_and_resumes(tmp_path):
     guard = str(Path(__file__).with_name("netguard"))

@@ -1,13 +1,47 @@
-"""The batched solvers on plain linear algebra: known solutions, stats, per-sample freezing."""
+"""irn.solvers (the package and its registry, irn/solvers/base.py): every registered solver on
+problems with known solutions, its stats and per-sample freezing; the dispatch by name.
+
+The lists come from the registry (tests/fields.py): a newly registered solver is tested here
+with its defaults. A solver that needs an option on a problem gets it from the *_OPTIONS below."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from fields import DT, LINEAR, NONLINEAR
 
-from irn.solvers import SOLVERS, gmres, linear_solve, richardson, solve
+import irn
+from irn.solvers import linear_solve, registry, solve
 
-DT = torch.float64
+# Options a solver needs on the problems below (plain Picard diverges on the stiff step, and the
+# plain Neumann series on 2I); every other registered solver runs with its defaults.
+NONLINEAR_OPTIONS = {"fixed-point": {"damping": 0.5}}
+LINEAR_OPTIONS = {"fixed-point": {"omega": 0.5}}
+
+
+@pytest.mark.parametrize("kind", ["nonlinear", "linear"])
+def test_every_registered_configuration_builds_with_no_arguments(kind):
+    """Tests, benchmarks and the layer's solver="name" build a registered configuration with
+    no arguments; a required option would break all of them at once."""
+    for name, cls in registry(kind).items():
+        try:
+            config = cls()
+        except TypeError as err:
+            pytest.fail(
+                f"{cls.__name__} (registered as {kind} solver {name!r}) cannot be built with no "
+                f"arguments ({err}): give every option a default, which the tests and "
+                f"solver={name!r} rely on"
+            )
+        assert (config.kind, config.name) == (kind, name), cls
+        assert callable(config.function()), cls
+
+
+def test_the_registry_names_every_kind_and_refuses_others():
+    assert set(NONLINEAR) >= {"fixed-point", "anderson", "newton", "lbfgs"}
+    assert set(LINEAR) >= {"gmres", "fixed-point"}
+    assert registry() is irn.solvers.NONLINEAR_CONFIGS
+    with pytest.raises(ValueError, match=r"unknown solver kind 'quadratic'"):
+        registry("quadratic")
 
 
 def _linear_batch(bsz=4, n=20, spread=0.3):
@@ -16,42 +50,15 @@ def _linear_batch(bsz=4, n=20, spread=0.3):
     return A, b, (lambda v: torch.einsum("bij,bj->bi", A, v))
 
 
-@pytest.mark.parametrize("restart", [5, 40])
-def test_gmres_matches_dense_solve(restart):
-    A, b, mv = _linear_batch()
-    x, st = gmres(mv, b, tol=1e-11, max_iter=200, restart=restart)
-    assert st.converged and st.residual <= 1e-11
-    torch.testing.assert_close(x, torch.linalg.solve(A, b), rtol=0, atol=1e-9)
-    true = torch.linalg.vector_norm(b - mv(x), dim=1) / torch.linalg.vector_norm(b, dim=1)
-    # The last cycle reports GMRES's estimate, which must track the true residual closely.
-    torch.testing.assert_close(st.residuals, true, rtol=1e-2, atol=1e-14)
-
-
-def test_gmres_terminates_in_n_steps_without_restart():
-    A, b, mv = _linear_batch(n=6, spread=2.0)
-    x, st = gmres(mv, b, tol=1e-12, max_iter=6, restart=6)
-    assert st.iterations <= 6 and st.converged
-    torch.testing.assert_close(x, torch.linalg.solve(A, b), rtol=0, atol=1e-9)
-
-
-def test_gmres_zero_rhs_and_happy_breakdown():
-    _, b, mv = _linear_batch()
-    b[1] = 0
-    x, st = gmres(mv, b, tol=1e-10, max_iter=100)
-    assert st.converged and torch.all(x[1] == 0) and torch.isfinite(x).all()
-    x, st = gmres(lambda v: 3 * v, b, tol=1e-12)  # A = 3I: solved in one step
-    assert st.iterations == 1
-    torch.testing.assert_close(x, b / 3)
-
-
-def test_richardson_is_the_neumann_series():
-    M = 0.4 * torch.randn(3, 8, 8, dtype=DT) / 8**0.5
-    g = torch.randn(3, 8, dtype=DT)
-    mv = lambda v: v - torch.einsum("bij,bj->bi", M, v)  # noqa: E731
-    v, st = richardson(mv, g, g, tol=1e-12, max_iter=200)
-    exact = torch.linalg.solve(torch.eye(8, dtype=DT) - M, g)
-    assert st.converged
-    torch.testing.assert_close(v, exact, rtol=0, atol=1e-10)
+@pytest.mark.parametrize("method", LINEAR)
+def test_linear_solvers_with_a_zero_right_hand_side(method):
+    A = torch.eye(3, dtype=torch.float64) * 2.0
+    b = torch.zeros(4, 3, dtype=torch.float64)
+    b[1] = 1.0
+    opts = LINEAR_OPTIONS.get(method, {})
+    v, stats = irn.solvers.linear_solve(method, lambda w: w @ A.T, b, tol=1e-10, **opts)
+    assert stats.converged and torch.equal(v[0], torch.zeros(3, dtype=torch.float64))
+    torch.testing.assert_close(v[1], torch.full((3,), 0.5, dtype=torch.float64))
 
 
 def test_linear_solver_reports_failure():
@@ -77,13 +84,8 @@ def _backward_euler_problem(bsz=6, n=16):
 
 @pytest.mark.parametrize(
     "method,options",
-    [
-        ("fixed-point", {"damping": 0.5}),
-        ("anderson", {}),
-        ("anderson", {"damping": 0.5}),
-        ("newton", {}),
-        ("lbfgs", {}),
-    ],
+    [(name, NONLINEAR_OPTIONS.get(name, {})) for name in NONLINEAR]
+    + [("anderson", {"damping": 0.5})],
 )
 def test_nonlinear_solvers_reach_tolerance(method, options):
     x, residual, y0 = _backward_euler_problem()
@@ -106,11 +108,11 @@ def test_plain_picard_diverges_and_says_so():
     assert torch.isfinite(y).all()  # the best iterate is returned
 
 
-@pytest.mark.parametrize("method", sorted(SOLVERS))
+@pytest.mark.parametrize("method", sorted(NONLINEAR))
 def test_samples_do_not_interact(method):
     """Each sample follows its own iteration: solving a batch equals solving each row alone."""
     x, residual, y0 = _backward_euler_problem(bsz=3)
-    opts = {"damping": 0.5} if method == "fixed-point" else {}
+    opts = NONLINEAR_OPTIONS.get(method, {})
     y, _ = solve(method, residual, y0, tol=1e-12, max_iter=200, **opts)
     for i in range(3):
         yi, _ = solve(

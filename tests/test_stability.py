@@ -1,11 +1,12 @@
-"""Stability function, regions, eigenvalue limits and layer spectra against closed forms."""
+"""irn.stability: stability regions, eigenvalue limits and layer spectra against closed forms
+(R itself, irn.scheme.stability_function, is tested in test_scheme.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from conftest import Affine, TanhField
+from fields import Affine, TanhField
 
 import irn
 from irn.stability import (
@@ -20,18 +21,6 @@ from irn.stability import (
 THETAS = [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
-def test_stability_function_values():
-    z = torch.tensor([-20.0 + 0j, 1j, -1.0 + 0j], dtype=torch.complex128)
-    torch.testing.assert_close(stability_function(z, 0.0), 1 + z)
-    torch.testing.assert_close(stability_function(z, 1.0), 1 / (1 - z))
-    torch.testing.assert_close(stability_function(z, 0.5), (2 + z) / (2 - z))
-    assert stability_function(-2.0, 0.5) == 0.0
-    arr = stability_function(np.array([1.0, 2.0]), 1.0)  # pole at z = 1
-    assert isinstance(arr, np.ndarray) and np.isinf(arr[0]) and arr[1] == -1.0
-    with pytest.raises(ValueError, match="theta"):
-        stability_function(z, 1.2)
-
-
 @pytest.mark.parametrize("theta", THETAS)
 def test_stability_region_matches_the_quadratic_inequality(theta):
     grid = complex_grid((-5, 3), (-4, 4), 201)
@@ -40,17 +29,6 @@ def test_stability_region_matches_the_quadratic_inequality(theta):
     q = 2 * grid.real + (1 - 2 * theta) * grid.abs() ** 2
     clear = (absr - 1).abs() > 1e-9
     assert torch.equal(mask[clear], (q <= 0)[clear])
-
-
-@pytest.mark.parametrize("theta", THETAS)
-def test_imaginary_axis_and_infinity(theta):
-    w = torch.linspace(0.1, 10, 50, dtype=torch.float64)
-    r = stability_function(1j * w, theta).abs()
-    expected = ((1 + (1 - theta) ** 2 * w**2) / (1 + theta**2 * w**2)).sqrt()
-    torch.testing.assert_close(r, expected)
-    if theta > 0:
-        far = stability_function(torch.tensor(-1e12, dtype=torch.float64), theta)
-        assert float(far) == pytest.approx(-(1 - theta) / theta, abs=1e-9)
 
 
 @pytest.mark.parametrize("theta", THETAS)

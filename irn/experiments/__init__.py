@@ -3,10 +3,13 @@
 An experiment ``irn/experiments/<name>.py`` defines ``Config`` (a dataclass whose defaults are
 the reduced run the book executes live, with ``seeds`` among its fields), ``FULL`` (the field
 overrides of the paper-scale run), ``DESCRIPTION`` (one line) and
-``run(config, *, progress=False) -> dict`` returning JSON-serializable
-``{"experiment", "config", "meta", "results"}``. The registry below maps names to modules and
-imports a module only when it is used, so listing the experiments imports none of them.
-``python -m irn experiments`` is the command line for the same registry.
+``run(config, *, progress=False, partial=None) -> dict`` returning JSON-serializable
+``{"experiment", "config", "meta", "results"}``. Its grid of cells (θ, seed, ...) runs through
+:func:`irn.experiments.cells.run_cells`, which keeps each finished cell in ``partial`` (the
+command line's ``--out FILE`` + ``.partial.jsonl``), so that ``--resume`` continues an
+interrupted run. The registry below maps names to modules and imports a module only when it is
+used, so listing the experiments imports none of them. ``python -m irn experiments`` is the
+command line for the same registry.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import math
 import os
 import platform
 import subprocess
-import uuid
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from ..atomic import write_atomic
 
 __all__ = [
     "REGISTRY",
@@ -37,6 +41,7 @@ __all__ = [
     "names",
     "run",
     "save_results",
+    "write_atomic",
 ]
 
 # name -> module path (paper-notes sections in each module's docstring).
@@ -100,18 +105,21 @@ def make_config(name: str, *, full: bool = False, **overrides: Any):
     return module.Config(**values)
 
 
-def run(name: str, config=None, *, full: bool = False, progress: bool = False, **overrides):
+def run(
+    name: str, config=None, *, full: bool = False, progress: bool = False, partial=None, **overrides
+):
     """Run experiment ``name`` and return its results dict.
 
     ``config`` (a ``Config`` of that experiment) or else the defaults (``FULL`` on top if
-    ``full``) is updated with ``overrides`` (field values) before the run.
+    ``full``) is updated with ``overrides`` (field values) before the run. ``partial`` (a
+    :class:`~irn.experiments.cells.Partial`) keeps the finished cells on disk and restores them.
     """
     module = load(name)
     if config is None:
         config = make_config(name, full=full, **overrides)
     elif overrides:
         config = dataclasses.replace(config, **overrides)
-    return module.run(config, progress=progress)
+    return module.run(config, progress=progress, partial=partial)
 
 
 def check_config(config: Any, checks: list[tuple[str, bool, str]]) -> None:
@@ -153,15 +161,18 @@ def meta(wall_time: float) -> dict[str, Any]:
     }
 
 
-def finish(info: dict[str, Any], start: float, start_cpu: float) -> dict[str, Any]:
+def finish(info: dict[str, Any], start: float, start_cpu: float, partial=None) -> dict[str, Any]:
     """``info`` with the run's wall time (since ``time.perf_counter()`` was ``start``) and
-    this process's CPU time (since ``time.process_time()`` was ``start_cpu``)."""
+    this process's CPU time (since ``time.process_time()`` was ``start_cpu``), plus, in a
+    resumed run, the times the cells restored from ``partial`` took when they ran."""
     import time
 
+    wall = getattr(partial, "restored_wall", 0.0)
+    cpu = getattr(partial, "restored_cpu", 0.0)
     return {
         **info,
-        "wall_time": round(time.perf_counter() - start, 3),
-        "cpu_time": round(time.process_time() - start_cpu, 3),
+        "wall_time": round(time.perf_counter() - start + wall, 3),
+        "cpu_time": round(time.process_time() - start_cpu + cpu, 3),
     }
 
 
@@ -243,19 +254,7 @@ def save_results(results: dict[str, Any], path: str | os.PathLike[str]) -> Path:
         raise ValueError(f"results lack the key(s) {missing}")
     text = _to_json(results) + "\n"
     json.loads(text)  # the writer above must produce valid JSON (Python's dialect)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    # os.open with 0o666 honours the umask (mkstemp would make the file private, 0o600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomic(path, text)
 
 
 def fetch(path: str | os.PathLike[str], *, repo: str, ref: str, source: str | None = None) -> Path:

@@ -33,21 +33,22 @@ paper's 50-step loss. The fine integration is RK4 (the paper: θ = ½ steps of 0
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .. import data as irn_data
 from ..fields import MLP
 from ..models import ImplicitResNet
+from ..scheme import inverse_stability, rk4_step
 from ..stability import batch_jacobian, trajectory_spectrum
 from ..train import TrainConfig, fit
 from . import check_config, envelope, finish, meta
+from .cells import Partial, run_cells
+from .lotka_volterra_readouts import summary, table  # read-outs: part of this interface
 
 __all__ = [
     "DESCRIPTION",
@@ -60,6 +61,7 @@ __all__ = [
     "rk4",
     "run",
     "summary",
+    "table",
 ]
 
 DESCRIPTION = "Lotka-Volterra: which field a theta-step learns, integrated finely (§4.2)"
@@ -163,11 +165,6 @@ def paper_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (out[:, 1:] - target[:, 1:]).pow(2).sum(-1).mean()
 
 
-def inverse_stability(r, theta: float, h: float):
-    """μ with R(hμ) = r: ``(r − 1) / (1 + θ(r − 1)) / h`` (complex NumPy or Python numbers)."""
-    return (r - 1) / (1 + theta * (r - 1)) / h
-
-
 def rk4(field: nn.Module, z0: torch.Tensor, t_final: float, step: float, every: int = 1):
     """Classical RK4 of the autonomous ``field`` from ``z0`` (batch, 2), no gradients.
 
@@ -180,11 +177,7 @@ def rk4(field: nn.Module, z0: torch.Tensor, t_final: float, step: float, every: 
     escape = torch.full((len(z0),), math.inf, dtype=torch.float64)
     with torch.no_grad():
         for k in range(1, n + 1):
-            k1 = field(0.0, z)
-            k2 = field(0.0, z + 0.5 * step * k1)
-            k3 = field(0.0, z + 0.5 * step * k2)
-            k4 = field(0.0, z + step * k3)
-            new = z + step / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+            new = rk4_step(field, 0.0, z, step)
             bad = ~torch.isfinite(new).all(1) | (new.abs().amax(1) > _BOX)
             escape = torch.where(bad & torch.isinf(escape), torch.tensor(k * step), escape)
             z = torch.where(torch.isfinite(escape)[:, None], z, new)
@@ -339,8 +332,9 @@ def _one(config: Config, theta: float, seed: int, exact: torch.Tensor) -> dict:
     return out
 
 
-def run(config: Config, *, progress: bool = False) -> dict:
-    """Train and measure every (θ, seed) pair; see the module docstring.
+def run(config: Config, *, progress: bool = False, partial: Partial | None = None) -> dict:
+    """Train and measure every (θ, seed) pair; see the module docstring. ``partial`` keeps the
+    finished cells on disk and restores them (:mod:`.cells`).
 
     Returns ``{"experiment", "config", "meta", "results"}``; per-run quantities in
     ``results["runs"]`` are nested lists indexed ``[θ][seed]``.
@@ -352,14 +346,10 @@ def run(config: Config, *, progress: bool = False) -> dict:
     _, exact = irn_data.lotka_volterra(t_final=config.horizon, n_times=n_times, rtol=1e-8,
                                        atol=1e-10, dtype=torch.float64)  # fmt: skip
     seeds = list(range(config.seeds))
-    runs = [[None] * len(seeds) for _ in config.thetas]
-    total = len(config.thetas) * len(seeds)
-    with tqdm(total=total, desc="lotka_volterra", disable=not progress, file=sys.stderr) as bar:
-        for i, theta in enumerate(config.thetas):
-            for seed in seeds:
-                bar.set_postfix(theta=theta, seed=seed, refresh=False)
-                runs[i][seed] = _one(config, theta, seed, exact)
-                bar.update()
+    grid = [{"theta": t, "seed": s} for t in config.thetas for s in seeds]
+    done = iter(run_cells(grid, lambda c: _one(config, c["theta"], c["seed"], exact),
+                          partial=partial, desc="lotka_volterra", progress=progress))  # fmt: skip
+    runs = [[next(done) for _ in seeds] for _ in config.thetas]
     train, points = exact[1::2, :51], exact[1::2, :51].reshape(-1, 2)
     true_loss = []
     for theta in config.thetas:  # the true field stepped by the same θ-scheme
@@ -380,33 +370,5 @@ def run(config: Config, *, progress: bool = False) -> dict:
         "predicted_trace_shift": [predicted_trace_shift(t, points) for t in config.thetas],
         "runs": runs,
     }
-    return envelope("lotka_volterra", config, finish(info, start, start_cpu), results)
-
-
-# ------------------------------------------------------------------------------- read-outs
-def table(results: dict, key: str) -> np.ndarray:
-    """``results["runs"][θ][seed][key]`` as a float array ``(θ, seed, ...)``."""
-    res = results.get("results", results)
-    return np.array([[r[key] for r in row] for row in res["runs"]], dtype=float)
-
-
-def summary(results: dict) -> str:
-    """A short text table per θ: losses, median growth rate, equilibrium Re λ, trace shift."""
-    res = results["results"]
-    lines = [
-        f"Lotka-Volterra, h = {res['h']}, {len(res['seeds'])} seed(s): mean [min, max]",
-        "theta   loss_train   loss_val    median rate          Re lambda*      trace shift",
-    ]
-    rate, shift = table(res, "median_rate"), table(res, "trace_shift")
-    ltr, lva = table(res, "loss_train"), table(res, "loss_val")
-    for i, theta in enumerate(res["thetas"]):
-        eq = [r["equilibrium_eigenvalues"] for r in res["runs"][i]]
-        re = [np.mean(e[0]) for e in eq if e is not None]
-        re_txt = f"{np.mean(re):+.4f}" if re else "   none"
-        lines.append(
-            f"{theta:5.2f}  {ltr[i].mean():10.2e}  {lva[i].mean():10.2e}  "
-            f"{rate[i].mean():+.4f} [{rate[i].min():+.3f}, {rate[i].max():+.3f}]  {re_txt}"
-            f"  {shift[i].mean():+.4f} (pred {res['predicted_trace_shift'][i]:+.4f})"
-        )
-    lines.append(f"wall time {results['meta']['wall_time']:.1f} s")
-    return "\n".join(lines)
+    info = finish(info, start, start_cpu, partial)
+    return envelope("lotka_volterra", config, info, results)

@@ -42,7 +42,6 @@ epochs with a plateau schedule).
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 
@@ -50,15 +49,16 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from ..data import sine_regression
 from ..fields import MLP, SpectralNormalized, make_activation
 from ..models import ImplicitResNet
 from ..regularizers import trajectory_regularizer
+from ..solvers import registry
 from ..stability import trajectory_spectrum
 from ..train import TrainConfig, evaluate, fit
 from . import check_config, envelope, finish, meta
+from .cells import Partial, run_cells
 
 __all__ = ["DESCRIPTION", "FULL", "Config", "LastComponent", "build_model", "flow", "run"]
 
@@ -66,7 +66,7 @@ DESCRIPTION = "divergence regularization vs theta on the 1D sine regression (pap
 
 FIELDS = ("mlp", "spectral")
 SCHEMES = ("linear", "one-leg")
-SOLVERS = ("auto", "anderson", "fixed-point", "newton", "lbfgs")
+SOLVERS = ("auto", *registry("nonlinear"))  # every registered solver
 
 
 def _known_activation(name: str) -> bool:
@@ -269,8 +269,9 @@ def _round(obj, digits: int = 6):
     return obj
 
 
-def run(config: Config, *, progress: bool = False) -> dict:
+def run(config: Config, *, progress: bool = False, partial: Partial | None = None) -> dict:
     """Train and measure every (θ, α_div, seed); see the module docstring for the setup.
+    ``partial`` keeps the finished cells on disk and restores them (:mod:`.cells`).
 
     Returns ``{"experiment", "config", "meta", "results"}``. In ``results`` every per-run
     scalar (``train_loss``, ``val_loss``, ``divergence`` (exact, the regularizer's weighted
@@ -284,15 +285,11 @@ def run(config: Config, *, progress: bool = False) -> dict:
     x_val, y_val = sine_regression(config.n_val)
     data = (x_tr, y_tr, x_val, y_val)
     seeds = list(range(config.seeds))
-    runs = {}
-    total = len(config.thetas) * len(config.alpha_divs) * len(seeds)
-    with tqdm(total=total, desc="regularization", disable=not progress, file=sys.stderr) as bar:
-        for theta in config.thetas:
-            for alpha_div in config.alpha_divs:
-                for seed in seeds:
-                    bar.set_postfix(theta=theta, alpha_div=alpha_div, seed=seed, refresh=False)
-                    runs[theta, alpha_div, seed] = _one(config, theta, alpha_div, seed, data)
-                    bar.update()
+    grid = [{"theta": t, "alpha_div": a, "seed": s}
+            for t in config.thetas for a in config.alpha_divs for s in seeds]  # fmt: skip
+    done = run_cells(grid, lambda c: _one(config, c["theta"], c["alpha_div"], c["seed"], data),
+                     partial=partial, desc="regularization", progress=progress)  # fmt: skip
+    runs = {(c["theta"], c["alpha_div"], c["seed"]): r for c, r in zip(grid, done, strict=True)}
 
     def table(get):
         return [
@@ -315,4 +312,5 @@ def run(config: Config, *, progress: bool = False) -> dict:
         key: [[runs[t, a, 0][key] for a in config.alpha_divs] for t in config.thetas]
         for key in _EXAMPLES
     }
-    return envelope("regularization", config, finish(info, start, start_cpu), _round(results))
+    info = finish(info, start, start_cpu, partial)
+    return envelope("regularization", config, info, _round(results))

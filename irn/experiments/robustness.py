@@ -31,7 +31,6 @@ time.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from .. import data as irn_data
 from ..train import TrainConfig, fit
 from . import check_config, envelope, finish, meta
+from .cells import Partial, run_cells
 from .robustness_eval import attack_sweep, block_gain, contraction, margin, noise_sweep
 from .robustness_nets import EXPLICIT, band, build_model
 
@@ -300,8 +299,9 @@ def _one(config: Config, theta: float, seed: int, tensors) -> dict:
     }
 
 
-def run(config: Config, *, progress: bool = False) -> dict:
+def run(config: Config, *, progress: bool = False, partial: Partial | None = None) -> dict:
     """Train and evaluate every (θ, seed) pair; see the module docstring for the setup.
+    ``partial`` keeps the finished cells on disk and restores them (:mod:`.cells`).
 
     Returns ``{"experiment", "config", "meta", "results"}``; in ``results`` every per-run
     quantity is a nested list indexed ``[θ][seed]`` (then ``[std]`` or ``[layer]``), and
@@ -311,14 +311,10 @@ def run(config: Config, *, progress: bool = False) -> dict:
     info = meta(0.0)  # now: the commit that runs, not the one checked out when it ends
     tensors = load_data(config)
     seeds = list(range(config.seeds))
-    runs = {}
-    total = len(config.thetas) * len(seeds)
-    with tqdm(total=total, desc="robustness", disable=not progress, file=sys.stderr) as bar:
-        for theta in config.thetas:
-            for seed in seeds:
-                bar.set_postfix(theta=theta, seed=seed, refresh=False)
-                runs[theta, seed] = _one(config, theta, seed, tensors)
-                bar.update()
+    grid = [{"theta": t, "seed": s} for t in config.thetas for s in seeds]
+    done = run_cells(grid, lambda c: _one(config, c["theta"], c["seed"], tensors),
+                     partial=partial, desc="robustness", progress=progress)  # fmt: skip
+    runs = {(c["theta"], c["seed"]): r for c, r in zip(grid, done, strict=True)}
 
     def table(get):
         return [[get(runs[t, s]) for s in seeds] for t in config.thetas]
@@ -345,7 +341,7 @@ def run(config: Config, *, progress: bool = False) -> dict:
     }  # fmt: skip
     for key in _PER_RUN:
         results[key] = table(lambda r, k=key: r[k])
-    return envelope("robustness", config, finish(info, start, start_cpu), results)
+    return envelope("robustness", config, finish(info, start, start_cpu, partial), results)
 
 
 def _data_label(config: Config) -> str:

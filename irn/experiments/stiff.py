@@ -30,7 +30,6 @@ of batch size 1; several seeds (data and weights).
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 
@@ -38,14 +37,15 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from tqdm import tqdm
 
 from .. import data as irn_data
 from ..fields import MLP, SpectralNormalized
 from ..layers import ThetaLayer
+from ..scheme import rk4_step
 from ..stability import batch_jacobian, stability_function
 from ..train import TrainConfig, fit
 from . import check_config, envelope, finish, meta
+from .cells import Partial, run_cells
 
 __all__ = [
     "DESCRIPTION",
@@ -203,11 +203,7 @@ def rk4(field: nn.Module, y0: torch.Tensor, t0: torch.Tensor, step: float, every
     # cached(): the spectrally normalized weights are computed once, not at every evaluation
     with torch.no_grad(), parametrize.cached():
         for k in range(1, n + 1):
-            k1 = field(t, y)
-            k2 = field(t + step / 2, y + step / 2 * k1)
-            k3 = field(t + step / 2, y + step / 2 * k2)
-            k4 = field(t + step, y + step * k3)
-            y, t = y + step / 6 * (k1 + 2 * k2 + 2 * k3 + k4), t + step
+            y, t = rk4_step(field, t, y, step), t + step
             if k % every == 0:
                 out.append(y[:, 0].clone())
     return torch.stack(out, 1)
@@ -298,8 +294,9 @@ def _one(config: Config, theta: float, every: int, seed: int) -> dict:
     return res
 
 
-def run(config: Config, *, progress: bool = False) -> dict:
+def run(config: Config, *, progress: bool = False, partial: Partial | None = None) -> dict:
     """Train and measure every (θ, observation spacing, seed); see the module docstring.
+    ``partial`` keeps the finished cells on disk and restores them (:mod:`.cells`).
 
     Returns ``{"experiment", "config", "meta", "results"}``; per-run quantities in
     ``results["runs"]`` are nested lists indexed ``[θ][spacing][seed]``.
@@ -307,15 +304,11 @@ def run(config: Config, *, progress: bool = False) -> dict:
     start, start_cpu = time.perf_counter(), time.process_time()
     info = meta(0.0)  # now: the commit that runs, not the one checked out when it ends
     seeds = list(range(config.seeds))
-    runs = [[[None] * len(seeds) for _ in config.observe_every] for _ in config.thetas]
-    total = len(config.thetas) * len(config.observe_every) * len(seeds)
-    with tqdm(total=total, desc="stiff", disable=not progress, file=sys.stderr) as bar:
-        for i, theta in enumerate(config.thetas):
-            for j, every in enumerate(config.observe_every):
-                for seed in seeds:
-                    bar.set_postfix(theta=theta, every=every, seed=seed, refresh=False)
-                    runs[i][j][seed] = _one(config, theta, every, seed)
-                    bar.update()
+    grid = [{"theta": t, "every": k, "seed": s}
+            for t in config.thetas for k in config.observe_every for s in seeds]  # fmt: skip
+    done = iter(run_cells(grid, lambda c: _one(config, c["theta"], c["every"], c["seed"]),
+                          partial=partial, desc="stiff", progress=progress))  # fmt: skip
+    runs = [[[next(done) for _ in seeds] for _ in config.observe_every] for _ in config.thetas]
     xv, _, sv = _data(config.n_val, 1)  # seed 0's held-out samples: baseline and plots
     baseline = []
     for theta in config.thetas:  # the true field stepped by the same θ-scheme
@@ -336,7 +329,7 @@ def run(config: Config, *, progress: bool = False) -> dict:
         "true_field": baseline,
         "runs": runs,
     }
-    return envelope("stiff", config, finish(info, start, start_cpu), results)
+    return envelope("stiff", config, finish(info, start, start_cpu, partial), results)
 
 
 # ------------------------------------------------------------------------------- read-outs

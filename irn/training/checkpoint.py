@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from ..atomic import write_atomic
 
 __all__ = [
     "FORMAT",
@@ -60,39 +61,7 @@ def write(path: str | os.PathLike[str], payload: dict, *, overwrite: bool = Fals
     Raises:
         FileExistsError: If ``path`` exists and ``overwrite`` is False.
     """
-    path = Path(path)
-    exists = FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    if path.exists() and not overwrite:
-        raise exists
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:  # unlike os.replace, a hard link fails if path appeared meanwhile
-                os.link(tmp, path)
-            except FileExistsError:
-                raise exists from None
-            except OSError:  # no hard links on this file system: check, then replace
-                if path.exists():
-                    raise exists from None
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    try:  # make the rename itself durable (POSIX); not possible everywhere, e.g. Windows
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-    return path
+    return write_atomic(path, lambda f: torch.save(payload, f), overwrite=overwrite)
 
 
 def save(
