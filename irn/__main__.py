@@ -246,45 +246,12 @@ def _experiments(argv: list[str]) -> int:
             raise _Usage(f"missing experiment NAME; choose one of {experiments.names()}")
         print(_listing())
         return 0
-    name, rest = argv[0], argv[1:]
-    if name not in experiments.REGISTRY:
-        raise _Usage(f"unknown experiment {name!r}; choose one of {experiments.names()}")
-    try:
-        module = experiments.load(name)
-    except ModuleNotFoundError as err:
-        if err.name != experiments.REGISTRY[name]:
-            raise  # a missing dependency inside the module: a real error, with its traceback
-        raise _Usage(f"experiment {name!r} is not available ({err.name} is missing)") from None
+    name = argv[0]
+    module = _load(name)
     parser, fields = _experiment_parser(name, module)
-    args = parser.parse_args(rest)
-    overrides = {k: getattr(args, k) for k in fields if hasattr(args, k)}
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
-    to_file = bool(args.out) and args.out != "-"
-    if args.resume and not to_file:
-        parser.error("--resume needs --out FILE: the finished cells are kept next to FILE")
-    if to_file:
-        problem = _unwritable(args.out)
-        if problem:  # before the run, not after hours of it
-            parser.error(f"--out {args.out}: {problem}")
-    try:
-        config = experiments.make_config(name, full=args.full, **overrides)
-    except (ValueError, TypeError) as err:
-        parser.error(str(err).splitlines()[0])
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    partial = None
-    if to_file:  # after --threads: the file records the threads the cells ran with
-        try:
-            partial = cells.Partial.open(args.out, name, config, resume=args.resume, argv=argv)
-        except cells.PartialError as err:
-            parser.error(str(err))
-        if args.resume and os.environ.get("RANK", "0") == "0":  # under torchrun: one line
-            found = f"{len(partial)} finished cell(s)" if len(partial) else "no finished cells"
-            print(f"resuming {partial.path}: {found}", file=sys.stderr)
+    args = parser.parse_args(argv[1:])
+    config = _config(name, parser, fields, args)
+    partial = _partial(name, parser, args, config, argv)
     main_rank = _distributed_main()
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     try:
@@ -294,18 +261,72 @@ def _experiments(argv: list[str]) -> int:
             from . import distributed
 
             distributed.cleanup()
-    if not main_rank:
-        return 0
-    if args.out == "-":
+    if main_rank:
+        _report(module, results, args.out, partial)
+    return 0
+
+
+def _load(name: str):
+    """The experiment's module, or a one-line usage error naming what is missing."""
+    if name not in experiments.REGISTRY:
+        raise _Usage(f"unknown experiment {name!r}; choose one of {experiments.names()}")
+    try:
+        return experiments.load(name)
+    except ModuleNotFoundError as err:
+        if err.name != experiments.REGISTRY[name]:
+            raise  # a missing dependency inside the module: a real error, with its traceback
+        raise _Usage(f"experiment {name!r} is not available ({err.name} is missing)") from None
+
+
+def _config(name: str, parser, fields, args):
+    """Check the command line (before any work) and build the experiment's configuration."""
+    overrides = {k: getattr(args, k) for k in fields if hasattr(args, k)}
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    to_file = bool(args.out) and args.out != "-"
+    if args.resume and not to_file:
+        parser.error("--resume needs --out FILE: the finished cells are kept next to FILE")
+    problem = _unwritable(args.out) if to_file else None
+    if problem:  # before the run, not after hours of it
+        parser.error(f"--out {args.out}: {problem}")
+    try:
+        config = experiments.make_config(name, full=args.full, **overrides)
+    except (ValueError, TypeError) as err:
+        parser.error(str(err).splitlines()[0])
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return config
+
+
+def _partial(name: str, parser, args, config, argv: list[str]):
+    """The run's partial-results file (``None`` without ``--out FILE``); opened after
+    ``--threads`` is applied, since the file records the threads the cells ran with."""
+    if not args.out or args.out == "-":
+        return None
+    try:
+        partial = cells.Partial.open(args.out, name, config, resume=args.resume, argv=argv)
+    except cells.PartialError as err:
+        parser.error(str(err))
+    if args.resume and os.environ.get("RANK", "0") == "0":  # under torchrun: one line
+        found = f"{len(partial)} finished cell(s)" if len(partial) else "no finished cells"
+        print(f"resuming {partial.path}: {found}", file=sys.stderr)
+    return partial
+
+
+def _report(module, results, out: str | None, partial) -> None:
+    """Write or print the results (rank 0 only) and a summary."""
+    if out == "-":
         json.dump(results, sys.stdout, indent=1)
         print()
-        return 0
-    if args.out:
-        path = experiments.save_results(results, args.out)
+        return
+    if out:
+        path = experiments.save_results(results, out)
         partial.remove()  # only now: the results it kept are in the file
         print(f"wrote {path}", file=sys.stderr)
     print(_summary(module, results))
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .layers import ThetaLayer, ThetaStats
+from .scheme import check_theta
 
 __all__ = ["ImplicitChain", "ImplicitResNet", "Trajectory"]
 
@@ -26,6 +27,42 @@ class Trajectory:
     def iterations(self) -> list[int]:
         """Forward solver iterations of every step."""
         return [s.iterations for s in self.stats]
+
+
+def _integer(name: str, value) -> None:
+    if value is not None and (isinstance(value, bool) or int(value) != value):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+
+
+def _fields(field, steps, shared: bool) -> tuple[list[nn.Module], int]:
+    """One field per step (the same one if shared) and the number of steps."""
+    _integer("steps", steps)
+    if isinstance(field, nn.Module):
+        steps = 1 if steps is None else int(steps)
+        return ([field] if shared else [copy.deepcopy(field) for _ in range(steps)]), steps
+    fields = list(field)
+    if steps is not None and steps != len(fields):
+        raise ValueError(f"steps={steps} but {len(fields)} fields were given")
+    return fields, len(fields)
+
+
+def _check_model_options(steps: int, interval, codim, random_theta, random_h) -> None:
+    _integer("codim", codim)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not interval > 0:
+        raise ValueError(f"interval must be > 0, got {interval}")
+    if codim < 0:
+        raise ValueError(f"codim must be >= 0, got {codim}")
+    for name, rng in (("random_theta", random_theta), ("random_h", random_h)):
+        if rng is not None and not (0 <= rng[0] <= rng[1]):
+            raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {rng}")
+    if random_h is not None and not random_h[0] > 0:
+        raise ValueError(f"random_h must have low > 0 (a step-size factor), got {random_h}")
+    try:  # one θ check, the scheme's; the message names the option
+        _ = random_theta is None or check_theta(random_theta[1])
+    except ValueError:
+        raise ValueError(f"random_theta must lie in [0, 1], got {random_theta}") from None
 
 
 class ImplicitResNet(nn.Module):
@@ -65,30 +102,8 @@ class ImplicitResNet(nn.Module):
         **layer_options,
     ) -> None:
         super().__init__()
-        for name, value in (("steps", steps), ("codim", codim)):
-            if value is not None and (isinstance(value, bool) or int(value) != value):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-        if isinstance(field, nn.Module):
-            steps = 1 if steps is None else int(steps)
-            fields = [field] if shared else [copy.deepcopy(field) for _ in range(steps)]
-        else:
-            fields = list(field)
-            if steps is not None and steps != len(fields):
-                raise ValueError(f"steps={steps} but {len(fields)} fields were given")
-            steps = len(fields)
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if not interval > 0:
-            raise ValueError(f"interval must be > 0, got {interval}")
-        if codim < 0:
-            raise ValueError(f"codim must be >= 0, got {codim}")
-        for name, rng in (("random_theta", random_theta), ("random_h", random_h)):
-            if rng is not None and not (0 <= rng[0] <= rng[1]):
-                raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {rng}")
-        if random_h is not None and not random_h[0] > 0:
-            raise ValueError(f"random_h must have low > 0 (a step-size factor), got {random_h}")
-        if random_theta is not None and random_theta[1] > 1.0:
-            raise ValueError(f"random_theta must lie in [0, 1], got {random_theta}")
+        fields, steps = _fields(field, steps, shared)
+        _check_model_options(steps, interval, codim, random_theta, random_h)
         self.steps, self.interval, self.codim = steps, float(interval), int(codim)
         self.h = self.interval / steps
         self.layers = nn.ModuleList(ThetaLayer(f, h=self.h, **layer_options) for f in fields)

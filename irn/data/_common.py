@@ -17,12 +17,12 @@ class DataSplit(NamedTuple):
     y_test: torch.Tensor
 
 
-def _check_dtype(dtype: torch.dtype) -> None:
+def check_dtype(dtype: torch.dtype) -> None:
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
 
 
-def _make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+def make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
     # An explicit generator wins so callers can thread one stream through several draws.
     if generator is not None:
         return generator
@@ -34,7 +34,7 @@ def _make_generator(seed: int | None, generator: torch.Generator | None) -> torc
     return gen
 
 
-def _xp(x: Any) -> Any:
+def array_namespace(x: Any) -> Any:
     return torch if isinstance(x, torch.Tensor) else np
 
 

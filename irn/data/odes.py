@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from ._common import _check_dtype, _make_generator, _xp, require
+from ._common import array_namespace, check_dtype, make_generator, require
 
 #: (a, b, d, g) of the paper's system ż1 = a z1 − b z1 z2, ż2 = d z1 z2 − g z2.
 LV_PARAMS: tuple[float, float, float, float] = (2.0 / 3.0, 4.0 / 3.0, 1.0, 1.0)
@@ -44,7 +44,7 @@ def lotka_volterra_field(t: float | _ArrayT, z: _ArrayT, params: _Params = LV_PA
         ż with the same shape and array type as ``z``.
     """
     a, b, d, g = params
-    xp = _xp(z)
+    xp = array_namespace(z)
     z1, z2 = z[..., 0], z[..., 1]
     return xp.stack((a * z1 - b * z1 * z2, d * z1 * z2 - g * z2), -1)
 
@@ -60,7 +60,7 @@ def lotka_volterra_invariant(z: _ArrayT, params: _Params = LV_PARAMS) -> _ArrayT
         V with the shape of ``z`` minus its last axis.
     """
     a, b, d, g = params
-    xp = _xp(z)
+    xp = array_namespace(z)
     z1, z2 = z[..., 0], z[..., 1]
     return d * z1 - g * xp.log(z1) + b * z2 - a * xp.log(z2)
 
@@ -97,7 +97,7 @@ def lotka_volterra(
     # deferred: scipy.integrate is slow to import, and optional (the data extra)
     solve_ivp = require("scipy.integrate", "irn.data.lotka_volterra").solve_ivp
 
-    _check_dtype(dtype)
+    check_dtype(dtype)
     if rtol > 1e-6:
         raise ValueError(f"rtol must be <= 1e-6 (paper setting or tighter), got {rtol}")
     if n_times < 2 or t_final <= 0:
@@ -141,7 +141,7 @@ def lotka_volterra_split(**kwargs: Any) -> LotkaVolterraSplit:
 
 def stiff_ode_field(t: float | _ArrayT, y: _ArrayT) -> _ArrayT:
     """Stiff scalar field y′ = −20 (y − cos t) (numpy or torch inputs)."""
-    return -_STIFF_RATE * (y - _xp(y).cos(t))
+    return -_STIFF_RATE * (y - array_namespace(y).cos(t))
 
 
 def stiff_ode_solution(t: _ArrayT, t0: float | _ArrayT, y0: float | _ArrayT) -> _ArrayT:
@@ -150,7 +150,7 @@ def stiff_ode_solution(t: _ArrayT, t0: float | _ArrayT, y0: float | _ArrayT) -> 
     y(t) = p(t) + (y0 − p(t0)) e^{−20 (t − t0)} with the particular solution
     p(t) = (400 cos t + 20 sin t) / 401. Arguments broadcast (numpy or torch).
     """
-    xp = _xp(t)
+    xp = array_namespace(t)
     if xp is torch:  # t0 may be a float next to a tensor t
         t0 = torch.as_tensor(t0, dtype=t.dtype, device=t.device)
 
@@ -193,10 +193,10 @@ def stiff_ode(
     Returns:
         ``(t0, times, states)`` shaped ``(n,)``, ``(n, n_times)`` and ``(n, n_times, 1)``.
     """
-    _check_dtype(dtype)
+    check_dtype(dtype)
     if n < 1 or n_times < 2:
         raise ValueError("need n >= 1 and n_times >= 2")
-    gen = _make_generator(seed, generator)
+    gen = make_generator(seed, generator)
     u = torch.rand(2, n, generator=gen, dtype=torch.float64)
     t0 = t0_range[0] + (t0_range[1] - t0_range[0]) * u[0]
     y0 = y0_range[0] + (y0_range[1] - y0_range[0]) * u[1]

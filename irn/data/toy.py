@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ._common import _check_dtype, _make_generator
+from ._common import check_dtype, make_generator
 
 
 # ---------------------------------------------------------------------------- regression / spirals
@@ -18,7 +18,7 @@ def sine_regression(
     Returns:
         ``(x, y)``, both shaped ``(n, 1)``.
     """
-    _check_dtype(dtype)
+    check_dtype(dtype)
     x = torch.linspace(x_range[0], x_range[1], n, dtype=torch.float64).unsqueeze(1)
     return x.to(dtype), torch.sin(x).to(dtype)
 
@@ -52,7 +52,7 @@ def two_spirals(
     Returns:
         ``(x, y)``: points ``(n, 2)`` (class 0 first) and labels ``(n,)`` of dtype long.
     """
-    _check_dtype(dtype)
+    check_dtype(dtype)
     if n < 2 or noise < 0:
         raise ValueError("need n >= 2 and noise >= 0")
     counts = (n - n // 2, n // 2)
@@ -64,7 +64,7 @@ def two_spirals(
         parts.append(sign * r[:, None] * torch.stack((torch.sin(phi), torch.cos(phi)), 1))
     x = torch.cat(parts)
     if noise > 0:
-        gen = _make_generator(seed, generator)
+        gen = make_generator(seed, generator)
         x = x + noise * torch.randn(x.shape, generator=gen, dtype=torch.float64)
     y = torch.cat([torch.full((m,), k, dtype=torch.long) for k, m in enumerate(counts)])
     return x.to(dtype), y
