@@ -78,6 +78,9 @@ JOBS = [
     _robust("robustness_fit", [*DIGITS, "--target-loss", FIT["robustness_fit"][0], "--epochs",
                                FIT["robustness_fit"][1]], 600, 0.0),
     _robust("robustness_compute", [*DIGITS, "--thetas", "0"], 150, 0.0, after="robustness"),
+    # Inexact gradients (irn.inexact) against robustness.json's exact θ = 1 runs, same seeds.
+    _robust("robustness_jfb", [*DIGITS, "--thetas", "1", "--backward", "jfb"], 90, 1.0),
+    _robust("robustness_phantom", [*DIGITS, "--thetas", "1", "--backward", "phantom"], 90, 1.0),
     _robust("robustness_mnist", MNIST, 900, 0.0),
     _robust("robustness_mnist_stability", [*MNIST, "--limits", "stability"], 900, 0.0),
     _robust("robustness_mnist_contractive", [*MNIST, "--explicit", "contractive", "--thetas",

@@ -128,3 +128,19 @@ def test_lazy_is_checked_when_the_configuration_is_built(lazy):
         irn.solvers.Anderson(lazy=lazy)
     with pytest.raises(ValueError, match="lazy must be a float in"):
         irn.ThetaLayer(Shifted(2, 0.0, 0.5), solver="anderson", solver_options={"lazy": lazy})
+
+
+def test_a_huge_memory_allocates_no_more_slots_than_iterations():
+    """Before: Anderson(memory=10**6) allocated (batch, 10**6, n) buffers (512 TB here) on its
+    first mixing step; no more differences than iterations are ever stored."""
+    layer = irn.ThetaLayer(
+        irn.MLP(64, width=64).double(),
+        theta=1.0,
+        h=2.0,
+        solver="anderson",
+        solver_options={"memory": 10**6},
+        max_iter=30,
+        on_failure="ignore",
+    )
+    y, stats = layer(torch.randn(4096, 64, dtype=torch.float64), return_stats=True)
+    assert torch.isfinite(y).all() and stats.iterations >= 2

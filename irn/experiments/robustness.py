@@ -40,6 +40,7 @@ import torch
 from torch.nn import functional as F
 
 from .. import data as irn_data
+from ..plan import BACKWARDS
 from ..train import TrainConfig, fit
 from . import check_config, envelope, finish, meta
 from .cells import Partial, run_cells
@@ -109,6 +110,7 @@ class Config:
     pgd_steps: int = 10  # PGD steps (step 2.5 eps / steps, no random start)
     attack_samples: int = 0  # held-out images attacked (the first ones); 0: all
     tol: float = 1e-4  # relative residual of the forward and adjoint solves
+    backward: str = "adjoint"  # gradient of the θ-steps: exact "adjoint", or "jfb"/"phantom"
     epochs: int = 20  # training epochs (Adam)
     batch_size: int = 200  # mini-batch size (200 = n_train: full batch)
     lr: float = 3e-2  # Adam learning rate (the paper: 1e-2)
@@ -149,6 +151,7 @@ class Config:
             ("r_max", self.r_min < self.r_max, f"> r_min = {self.r_min}"),
             ("r_min", self.r_min > 0, "> 0 (reachable for every θ)"),
             ("tol", 0 < self.tol < 1, "in (0, 1)"),
+            ("backward", self.backward in BACKWARDS, f"one of {list(BACKWARDS)}"),
             ("epochs", self.epochs >= 1, ">= 1"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
             ("lr", self.lr > 0, "> 0"),

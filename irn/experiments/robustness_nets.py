@@ -42,7 +42,7 @@ def _field(inner: nn.Module, limits) -> nn.Module:
 def _block(config, theta: float, field: nn.Module, **maps) -> ImplicitResNet:
     return ImplicitResNet(
         field, steps=config.steps, interval=config.interval, theta=theta, codim=config.codim,
-        tol=config.tol, on_failure="ignore", **maps,
+        tol=config.tol, on_failure="ignore", backward=config.backward, **maps,
     )  # fmt: skip
 
 
