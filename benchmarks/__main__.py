@@ -1,7 +1,9 @@
-"""Run the benchmark suite: ``python -m benchmarks [--device cpu|cuda] [--quick] [names...]``.
+"""Run the benchmark suite: ``python -m benchmarks [--device cpu|cuda] [--quick] [--out FILE]
+[names...]``.
 
 Results go to ``benchmarks/results/<device>.json`` (``<device>-quick.json`` for ``--quick``),
-one file per device holding every benchmark, with the machine that produced them.
+one file per device holding every benchmark, with the machine that produced them; ``--out``
+writes them elsewhere (a trial run that must not touch the committed file).
 """
 
 from __future__ import annotations
@@ -11,7 +13,16 @@ import importlib
 import sys
 import time
 
-NAMES = ["forward", "training", "floor", "memory", "gradients", "scaling"]
+NAMES = [
+    "forward",
+    "training",
+    "floor",
+    "memory",
+    "gradients",
+    "scaling",
+    "equal_residual",
+    "inexact",
+]
 
 
 def main() -> None:
@@ -19,13 +30,15 @@ def main() -> None:
     parser.add_argument("names", nargs="*", default=NAMES, help=f"subset of {NAMES}")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--out", help="result file (default: benchmarks/results/<device>.json)")
     args = parser.parse_args()
     unknown = sorted(set(args.names) - set(NAMES))
     if unknown:
         parser.error(f"unknown benchmarks {unknown}; choose from {NAMES}")
-    from .common import set_device
+    from .common import set_device, set_out
 
     set_device(args.device)
+    set_out(args.out)
     from irn.experiments import meta
 
     info = meta(0.0)  # the commit that runs (irn's own checkout), clean or not, the machine

@@ -12,11 +12,23 @@ from pathlib import Path
 
 import torch
 
+from irn.atomic import write_atomic
+
 RESULTS = Path(__file__).parent / "results"
 
 
 #: The device every benchmark runs on (``python -m benchmarks --device``).
 DEVICE = torch.device("cpu")
+#: Where results go instead of ``results/<device>.json`` (``python -m benchmarks --out``).
+OUT: Path | None = None
+
+
+def set_out(path: str | Path | None) -> Path | None:
+    """Write results to ``path`` instead of :data:`RESULTS` (a trial run leaves the committed
+    ``results/<device>.json`` alone); ``None`` restores the default."""
+    global OUT
+    OUT = None if path is None else Path(path)
+    return OUT
 
 
 def set_device(name: str) -> torch.device:
@@ -99,6 +111,34 @@ def side_by_side(
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+def interleaved(
+    fns: dict[str, Callable[[], object]], rounds: int, min_sample: float = 0.02
+) -> dict[str, float]:
+    """Median seconds per call of each function over ``rounds`` interleaved rounds.
+
+    Like :func:`side_by_side`, but each function is warmed up and calibrated once (the number
+    of back-to-back calls that fill ``min_sample`` seconds), and every round then times one
+    sample of each: a call of a tenth of a second costs ``rounds + 1`` calls, not ``4·rounds``.
+    """
+    number = {}
+    for name, fn in fns.items():
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        number[name] = max(1, int(min_sample / max(time.perf_counter() - start, 1e-9)))
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            for _ in range(number[name]):
+                fn()
+            sync()
+            samples[name].append((time.perf_counter() - start) / number[name])
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
 def table(rows: list[dict], columns: list[str]) -> str:
     """A Markdown table of ``rows`` (dicts) with the given column order."""
 
@@ -113,7 +153,9 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 
 def results_path(quick: bool = False) -> Path:
-    """``results/<device>.json`` (``<device>-quick.json`` for a quick run)."""
+    """``results/<device>.json`` (``<device>-quick.json`` for a quick run), or :data:`OUT`."""
+    if OUT is not None:
+        return OUT
     return RESULTS / f"{DEVICE.type}{'-quick' if quick else ''}.json"
 
 
@@ -122,15 +164,11 @@ def write(name: str, payload: dict, quick: bool = False) -> Path:
 
     The file holds every benchmark of one device; running a subset replaces only its entries.
     """
-    RESULTS.mkdir(exist_ok=True)
     path = results_path(quick)
     data = json.loads(path.read_text()) if path.exists() else {}
     data["machine"] = machine()
     data[name] = {"machine": machine(), **payload}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
 
 
 def write_meta(info: dict, quick: bool = False) -> Path:
@@ -139,7 +177,4 @@ def write_meta(info: dict, quick: bool = False) -> Path:
     path = results_path(quick)
     data = json.loads(path.read_text()) if path.exists() else {}
     data["meta"] = info
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(data, indent=1, sort_keys=False) + "\n")

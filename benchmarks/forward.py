@@ -5,7 +5,8 @@ answer misses it is marked unconverged and left out of the ratios). torchdeq is 
 of its solvers and dampings (``tau``), and the headline ratio is against the *best* of them,
 for a plain field (no declared spectrum, which is what torchdeq sees) and a declared one (where
 irn uses the declaration and torchdeq cannot). torchdeq at its defaults stays in the table,
-labelled as such.
+labelled as such. Each method stops by its own rule here; the comparison at equal final
+residual, each method's tolerance searched, is :mod:`benchmarks.equal_residual`.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from __future__ import annotations
 import torch
 
 import irn
+from irn.solvers import registry
 
 from .common import side_by_side, table, write
 from .problems import problem
 from .reference import paper_lbfgs, relative_residual, torchdeq_solve
 
 TOL = 1e-5
-IRN_SOLVERS = ["anderson", "fixed-point", "newton", "lbfgs"]
+# irn's solvers: every registered nonlinear solver, forced, besides the default ("auto").
+IRN_SOLVERS = list(registry("nonlinear"))
 # torchdeq's solvers with the dampings a user would try; the first entry is its default.
 TORCHDEQ = [
     ("anderson", {}),
