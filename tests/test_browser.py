@@ -3,11 +3,12 @@
 Loads each page of ``_build/html`` in headless Chromium, served from ``localhost`` with every other
 host unresolvable, so the pages must work offline (vendored MathJax and widget JavaScript). Per
 page it checks: math typeset by MathJax (no raw TeX left, no MathJax error), every image loaded,
-every widget rendered from its saved state, no error output, traceback or warning on stderr, a
-quiet console (no JavaScript error, no failed request), the launch and repository buttons, local
-links, some content, one search field, and captions and table cells readable (WCAG contrast
-4.5:1) in the light and the dark theme. Each page is a first visit (a fresh browser context). It
-keeps one screenshot per page (its first 16000 px) in ``_build/screenshots/``.
+every widget rendered from its saved state, a kernel-free slider (``irn.frames``) beside every
+widget whose frame changes when the slider moves, no error output, traceback or warning on
+stderr, a quiet console (no JavaScript error, no failed request), the launch and repository
+buttons, local links, some content, one search field, and captions and table cells readable
+(WCAG contrast 4.5:1) in the light and the dark theme. Each page is a first visit (a fresh browser
+context). It keeps one screenshot per page (its first 16000 px) in ``_build/screenshots/``.
 
 Run it after building the book:  ``make book && .venv/bin/pytest -m browser tests/test_browser.py``.
 It is skipped, with the reason, where no Chromium is installed (``apt-get install chromium``),
@@ -357,6 +358,48 @@ REPORT_JS = r"""
 """.replace("MIN_CONTRAST", str(MIN_CONTRAST))
 
 
+# Each kernel-free slider (irn.frames) moved to its other end, as a reader drags it: the value set
+# and the events a range input fires. Reports the frame shown before and after.
+FRAMES_JS = """
+(() => [...document.querySelectorAll(".irn-frames")].map((box) => {
+  const input = box.querySelector('input[type="range"]');
+  const shown = () => [...box.querySelectorAll("img")].filter((i) => i.getClientRects().length)
+      .map((i) => ({src: i.src, loaded: i.complete && i.naturalWidth > 0}));
+  const caption = () => box.querySelector("output").textContent;
+  const before = {shown: shown(), caption: caption(), value: input.value};
+  input.value = input.value === input.max ? input.min : input.max;
+  for (const type of ["input", "change"]) input.dispatchEvent(new Event(type, {bubbles: true}));
+  return {frames: box.querySelectorAll("img").length, before,
+          after: {shown: shown(), caption: caption(), value: input.value}};
+}))()
+"""
+
+
+def _frames_problems(sliders: list[dict], source: Path | None) -> list[str]:
+    """What is wrong with the page's kernel-free sliders (FRAMES_JS's report)."""
+    widgets = bool(source) and "widgets.interact" in source.read_text(encoding="utf-8")
+    if widgets and not sliders:
+        return ["a widget without a kernel-free slider beside it (irn.frames.slider)"]
+    problems = []
+    for k, s in enumerate(sliders):
+        before, after = s["before"], s["after"]
+        name = f"slider {k + 1} of {len(sliders)} ({s['frames']} frames)"
+        if len(before["shown"]) != 1 or len(after["shown"]) != 1:
+            problems.append(
+                f"{name} shows {len(before['shown'])}, then {len(after['shown'])} images (want 1)"
+            )
+        elif before["shown"][0]["src"] == after["shown"][0]["src"]:
+            problems.append(
+                f"{name}: moving it from {before['value']} to {after['value']} "
+                "did not change the image"
+            )
+        elif not after["shown"][0]["loaded"]:
+            problems.append(f"{name}: the frame at {after['value']} did not load")
+        if before["caption"] == after["caption"]:
+            problems.append(f"{name}: the caption stayed {before['caption']!r}")
+    return problems
+
+
 def _console(events: list[dict], session: str) -> list[str]:
     """Errors the console showed: script errors, console.error, failed requests (4xx, DNS)."""
     found, urls = [], {}
@@ -433,7 +476,8 @@ def _check_page(page: str, base: str, browser: DevTools):
         (SHOTS / (page.replace("/", "__").removesuffix(".html") + ".png")).write_bytes(
             base64.b64decode(shot["data"])
         )
-        console = _console(browser.events, session)
+        sliders = browser.evaluate(session, FRAMES_JS)  # after the screenshot: first frames
+        console = _console(browser.events, session)  # a script error of a slider shows here
     finally:
         browser.send("Target.disposeBrowserContext", browserContextId=context)
         browser.events.clear()
@@ -464,6 +508,7 @@ def _check_page(page: str, base: str, browser: DevTools):
     problems += [f"low contrast ({MIN_CONTRAST}:1 needed): {c}" for c in r["low_contrast"]]
 
     source = _source(page)
+    problems += _frames_problems(sliders, source)
     if source and source.suffix == ".ipynb":
         path = source.relative_to(ROOT).as_posix()
         slug = REPO.removeprefix("https://github.com/")
