@@ -53,6 +53,14 @@ ADJOINT_ADVICE = (
 )
 
 
+COMPILED_ADJOINT = (
+    "backward='adjoint' does not compile into one graph: its backward pass is a solve that runs "
+    "until it converges, reading residuals back to the host. Under torch.compile(fullgraph=True) "
+    "build the layer with backward='unrolled' (autograd through the fixed budget of max_iter "
+    "iterations: the exact derivative of what was computed), 'phantom' or 'jfb' (inexact, "
+    "irn.inexact); or compile without fullgraph, which runs the adjoint eagerly."
+)
+
 TRACING = (
     "ThetaLayer cannot be traced by torch.jit.trace (or an exporter built on it): how many "
     "solver iterations a call runs depends on its input, and a trace would freeze the count of "

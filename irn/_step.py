@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.utils import parametrize
 
-from ._layer_checks import SINGULAR_ADVICE
+from ._layer_checks import COMPILED_ADJOINT, SINGULAR_ADVICE
 from .adjoint import AdjointConfig, ImplicitStep
 from .inexact import Phantom
 from .plan import AdjointPlan, StepPlan
@@ -131,15 +131,16 @@ def solve_step(plan: StepPlan, x: torch.Tensor, t, fx: torch.Tensor | None):
             fstats = dataclasses.replace(fstats, iterations=max(0, fstats.iterations - 1))
     stats = ThetaStats(fstats)
     plan.publish(stats)
-    advice = SINGULAR_ADVICE if fstats.residual == float("inf") else plan.advice
-    enforce(
-        fstats,
-        plan.on_failure,
-        plan.where("forward solve"),
-        advice=advice,
-        warned=plan.warned,
-        key="forward",
-    )
+    if not torch.compiler.is_compiling():  # a compiled graph cannot warn or raise
+        advice = SINGULAR_ADVICE if fstats.residual == float("inf") else plan.advice
+        enforce(
+            fstats,
+            plan.on_failure,
+            plan.where("forward solve"),
+            advice=advice,
+            warned=plan.warned,
+            key="forward",
+        )
     if unrolled or not needs_grad:
         return y.view(shape), stats
     if isinstance(plan.backward, Phantom):  # an inexact gradient (irn.inexact)
@@ -149,6 +150,8 @@ def solve_step(plan: StepPlan, x: torch.Tensor, t, fx: torch.Tensor | None):
             )
         return out, stats
     backward: AdjointPlan = plan.backward
+    if torch.compiler.is_compiling():
+        raise RuntimeError(COMPILED_ADJOINT)
 
     def report(bstats: SolverStats) -> None:
         stats.backward = bstats

@@ -1,5 +1,5 @@
 """Checkpoints (weights, optimizer, schedule, RNG states, training progress): the public path
-of :mod:`irn.training.checkpoint`, whose names this module re-exports."""
+of ``irn.training.checkpoint``, whose names this module re-exports."""
 
 from __future__ import annotations
 

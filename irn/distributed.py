@@ -1,5 +1,5 @@
 """Data-parallel training with ``torch.distributed`` (one process per device, the same global
-batch): the public path of :mod:`irn.training.distributed`, whose names this module re-exports.
+batch): the public path of ``irn.training.distributed``, whose names this module re-exports.
 Every helper is a no-op (or the identity) outside a process group."""
 
 from __future__ import annotations

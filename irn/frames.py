@@ -76,7 +76,7 @@ class Frames:
 
     @property
     def nbytes(self) -> int:
-        """Bytes the frames add to a page: the UTF-8 size of :attr:`html`."""
+        """The bytes the frames add to a page (the UTF-8 size of the HTML)."""
         return len(self.html.encode())
 
     def _repr_html_(self) -> str:

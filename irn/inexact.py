@@ -1,7 +1,7 @@
 """Inexact gradients of an implicit step, as measured opt-ins: Jacobian-free and phantom backprop.
 
 The exact gradient of ``y = x + Φ(x, y)`` needs the adjoint solve ``(I − ∂Φ/∂y)ᵀ v = ∇_y L``
-(:mod:`irn.adjoint`). Both alternatives here replace it by autograd through a few damped steps
+(``irn.adjoint``). Both alternatives here replace it by autograd through a few damped steps
 taken from the solution ``y*`` (detached), ``z₀ = y*``,
 
     z_{i+1} = (1 − λ) z_i + λ (x + Φ(x, z_i)),   i = 0, …, k − 1,
@@ -19,7 +19,7 @@ it is ``y* + (z_k − stop_gradient(z_k))``, so only the gradient differs from t
 Both keep the graph of ``k`` evaluations of Φ (memory grows with ``k``, not with the solver's
 iterations) and give no double backward beyond what those evaluations give. What they cost in
 accuracy and gain in time is measured in ``benchmarks/`` and the appendix; the default stays
-exact (:class:`irn.Adjoint`).
+exact (:class:`irn.plan.Adjoint`).
 """
 
 from __future__ import annotations

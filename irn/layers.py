@@ -236,7 +236,7 @@ class ThetaLayer(nn.Module):
     def damping(self, step: ThetaScheme | None = None) -> float:
         """Richardson/Anderson damping ``β = 1/c`` from the field's declared spectrum, else 1.
 
-        A field may declare (:class:`irn.fields.DeclaresSpectrum`) that the eigenvalues of
+        A field may declare (:class:`irn.scheme.DeclaresSpectrum`) that the eigenvalues of
         ``∂F/∂y`` lie in the disc with centre ``field.center`` and radius ``field.radius`` (or
         the tighter ``field.disc_radius``, as :class:`~irn.SpectralNormalized` does). Then those
         of ``I − θh ∂F/∂y`` lie in the disc with centre ``c = 1 − θh·center`` and radius
@@ -283,7 +283,7 @@ class ThetaLayer(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> StepPlan:
         """The frozen :class:`~irn.plan.StepPlan` of one implicit call on an input of
-        ``dtype``: everything :func:`irn._step.solve_step` needs, so it never reads the layer.
+        ``dtype``: everything ``irn._step.solve_step`` needs, so it never reads the layer.
         A half-precision input is solved in float32 with the field evaluated in its own dtype
         (:mod:`irn.precision`)."""
         forward, adjoint = self._configs(step)
@@ -351,9 +351,10 @@ class ThetaLayer(nn.Module):
             raise RuntimeError(TRACING)  # before any host read, which a trace would freeze too
         if not isinstance(x, torch.Tensor) or x.dim() < 2:
             raise ValueError("x must be a tensor shaped (batch, *state)")
-        if self.backward != "unrolled" and transformed(x):
+        compiling = torch.compiler.is_compiling()  # then: no host reads (see irn.compiled)
+        if not compiling and self.backward != "unrolled" and transformed(x):
             raise ValueError(TRANSFORMS)
-        if not bool(torch.isfinite(x).all()):
+        if not compiling and not bool(torch.isfinite(x).all()):
             raise ValueError("x contains non-finite values (nan or inf)")
         step = self.step(theta, h)
         tol = default_tol(x.dtype, compute=compute_dtype(x)) if self.tol is None else self.tol

@@ -2,8 +2,8 @@
 
 A :class:`~irn.ThetaLayer` turns its options and the call's θ, h and input into a frozen
 :class:`StepPlan` (the scheme, the forward solver and where it starts, the stopping rule, the
-backward pass, the failure policy and where statistics go); :func:`irn._step.solve_step` runs the
-plan and never reads the layer. The "auto" solver rule is :func:`auto_solvers`, the only place it
+backward pass, the failure policy and where statistics go); ``irn._step.solve_step`` runs the
+plan and never reads the layer. The "auto" solver rule is :func:`irn.plan.auto_solvers`, the only place it
 is written.
 
 The backward pass is :class:`Adjoint` (the exact implicit-function-theorem gradient, the default),
@@ -117,7 +117,7 @@ class Adjoint:
     ``adjoint_options`` are shorthand for the same.
 
     Args:
-        solver: ``"auto"`` (see :func:`auto_solvers`), a registered linear solver name
+        solver: ``"auto"`` (see :func:`irn.plan.auto_solvers`), a registered linear solver name
             (``"gmres"``, ``"fixed-point"``: the Neumann series) or a configuration
             (``irn.solvers.GMRES(restart=30)``).
         tol: Relative tolerance (default: the forward solve's).
@@ -206,7 +206,7 @@ class AdjointPlan:
 
 @dataclass(frozen=True)
 class StepPlan:
-    """Everything :func:`irn._step.solve_step` needs for one call, decided by the layer.
+    """Everything ``irn._step.solve_step`` needs for one call, decided by the layer.
 
     Attributes:
         scheme: The call's :class:`~irn.scheme.ThetaScheme` (θ, h, linear or one-leg).
@@ -214,7 +214,8 @@ class StepPlan:
         start_at_x: Whether the solver starts at ``x`` (its first step is the predictor) rather
             than at the predictor ``x + g·h F(t, x)``.
         predictor_gain: ``g`` (1: forward Euler; ``1/c`` from a declared disc).
-        tol, max_iter: The forward stopping rule.
+        tol: The forward solve's relative residual tolerance.
+        max_iter: The forward solve's iteration budget.
         backward: An :class:`AdjointPlan`, ``"unrolled"``, or an inexact backward of
             :mod:`irn.inexact`.
         on_failure: ``"warn"``, ``"raise"`` or ``"ignore"``.

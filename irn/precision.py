@@ -48,8 +48,9 @@ def default_tol(
 ) -> float:
     """``max(tol, 8·eps(state), ½·eps(compute))``: a tolerance the solve can reach.
 
-    ``dtype`` is the input's dtype (the state is :func:`state_dtype` of it) and ``compute`` the
-    field's (default: ``dtype``). See the module docstring for the rule and its measurement.
+    ``dtype`` is the input's dtype (the state is :func:`irn.precision.state_dtype` of it) and
+    ``compute`` the field's (default: ``dtype``). See the module docstring for the rule and its
+    measurement.
     """
     compute = dtype if compute is None else compute
     state = state_dtype(dtype)

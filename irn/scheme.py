@@ -92,7 +92,7 @@ def rk4_step(field: Field, t, y: torch.Tensor, h: float) -> torch.Tensor:
 class DeclaresSpectrum(Protocol):
     """A field that declares where the eigenvalues of ``∂F/∂y`` lie: in the disc
     ``|λ − center| ≤ radius``. A layer then damps, predicts and picks its solvers from the
-    disc (:meth:`irn.ThetaLayer.damping`); :class:`SpectralNormalized` is one."""
+    disc (:meth:`irn.ThetaLayer.damping`); irn.SpectralNormalized is one."""
 
     @property
     def center(self) -> float: ...
@@ -114,7 +114,10 @@ def declared_disc(field: object) -> tuple[float | None, float | None]:
     """``(center, radius)`` of the tightest disc ``field`` declares, or ``(None, None)``."""
     if not isinstance(field, DeclaresSpectrum):
         return None, None
-    radius = field.disc_radius if isinstance(field, DeclaresDisc) else field.radius
+    # The tighter current radius is a value of the parameters (a host read): a compiled graph
+    # uses the declared bound, which is known when it is traced.
+    tight = isinstance(field, DeclaresDisc) and not torch.compiler.is_compiling()
+    radius = field.disc_radius if tight else field.radius
     return field.center, radius
 
 

@@ -1,7 +1,7 @@
 """Training: :func:`fit` minimizes ``loss_fn(model(x_B), y_B) + α_div·div + α_TV·TV`` over
 batches ``B``, with checkpoints, bit-identical resumption, data parallelism and loggers.
 
-The public path of the training API; the code lives in :mod:`irn.training` (``fit``,
+The public path of the training API; the code lives in ``irn.training`` (``fit``,
 ``config``, ``checkpoint``, ``metrics``, ``loggers``, ...), which this module re-exports.
 """
 

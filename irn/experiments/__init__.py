@@ -5,7 +5,7 @@ the reduced run the book executes live, with ``seeds`` among its fields), ``FULL
 overrides of the paper-scale run), ``DESCRIPTION`` (one line) and
 ``run(config, *, progress=False, partial=None) -> dict`` returning JSON-serializable
 ``{"experiment", "config", "meta", "results"}``. Its grid of cells (θ, seed, ...) runs through
-:func:`irn.experiments.cells.run_cells`, which keeps each finished cell in ``partial`` (the
+``irn.experiments.cells.run_cells``, which keeps each finished cell in ``partial`` (the
 command line's ``--out FILE`` + ``.partial.jsonl``), so that ``--resume`` continues an
 interrupted run. The registry below maps names to modules and imports a module only when it is
 used, so listing the experiments imports none of them. ``python -m irn experiments`` is the
@@ -112,7 +112,7 @@ def run(
 
     ``config`` (a ``Config`` of that experiment) or else the defaults (``FULL`` on top if
     ``full``) is updated with ``overrides`` (field values) before the run. ``partial`` (a
-    :class:`~irn.experiments.cells.Partial`) keeps the finished cells on disk and restores them.
+    ``irn.experiments.cells.Partial``) keeps the finished cells on disk and restores them.
     """
     module = load(name)
     if config is None:

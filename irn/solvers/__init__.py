@@ -3,7 +3,7 @@
 This layer knows tensors and closures only: no modules, no θ, no fields.
 
 One solver is one module: its algorithm and its configuration class (options, defaults, start
-rule, hand-over rule; see :mod:`irn.solvers.base`). Importing the module registers the class.
+rule, hand-over rule; see ``irn/solvers/base.py``). Importing the module registers the class.
 The imports below are the registry: adding a solver is one file plus one line here, and the
 layer's ``solver=`` argument, the tests (every registered solver is gradchecked), the benchmarks
 and the experiments take their lists from :func:`registry`.
@@ -39,7 +39,7 @@ from .gmres import GMRES as GMRES, gmres as gmres  # noqa: E402
 from .neumann import Neumann as Neumann, neumann_gmres, richardson as richardson  # noqa: E402
 # isort: on
 
-#: Name → algorithm, derived from the registry (kept for callers of the function tables).
+# Name → algorithm, derived from the registry (kept for callers of the function tables).
 SOLVERS = {name: cls().function() for name, cls in NONLINEAR_CONFIGS.items()}
 LINEAR_SOLVERS = {name: cls().function() for name, cls in LINEAR_CONFIGS.items()}
 

@@ -74,7 +74,7 @@ def anderson(
     k = 0  # differences stored so far
     y_prev = r_prev = res_prev = None
     estimated = not adaptive
-    mixing = lazy is None
+    mixing = lazy is None or tr.static  # lazy's test reads the host: compiled solves mix
     rate_prev = None
     while tr.iterations < max_iter and not tr.done():
         if y_prev is not None and not estimated:  # the first pair, from a β = 1 step

@@ -20,6 +20,8 @@ Residual = Callable[[torch.Tensor], torch.Tensor]
 
 def select(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     """Rows of ``new`` where ``mask`` holds, else of ``old`` (no copy when all rows agree)."""
+    if torch.compiler.is_compiling():  # no host reads in a compiled graph
+        return torch.where(mask[:, None], new, old)
     if mask.device.type == "cpu" and bool(mask.all()):  # no host sync on accelerators
         return new
     return torch.where(mask[:, None], new, old)
@@ -30,11 +32,14 @@ class Tracker:
 
     On an accelerator nothing here reads a value back to the host except :meth:`done` (one
     flag per iteration); the per-iteration maxima for ``stats.history`` stay on the device until
-    :meth:`result`.
+    :meth:`result`. Inside ``torch.compile`` nothing is read back at all (``static``): the solve
+    runs its whole budget of ``max_iter`` iterations, converged samples frozen by masks, and the
+    statistics stay tensors (a compiled graph has no data-dependent control flow).
     """
 
     def __init__(self, name: str, y: torch.Tensor, r: torch.Tensor, tol: float, scale):
         self.name, self.tol, self.evals, self.iterations = name, tol, 1, 0
+        self.static = torch.compiler.is_compiling()
         self.scale = None if scale is None else scale.to(y.dtype).detach()
         self.res = self.measure(r, y)
         self.active = self.res > tol  # a non-finite residual is inf here: active
@@ -50,7 +55,7 @@ class Tracker:
         return res.max() if res.numel() else res.new_zeros(())
 
     def done(self) -> bool:
-        return not bool(self.active.any())
+        return False if self.static else not bool(self.active.any())
 
     def update(self, y: torch.Tensor, r: torch.Tensor) -> None:
         self.iterations += 1
@@ -59,7 +64,7 @@ class Tracker:
         better = self.res < self.best_res
         # On a CPU a host read is cheap and two full-size selects are not: the usual case (every
         # sample improved) keeps the new iterate as it is. Accelerators never read back here.
-        if y.device.type == "cpu" and bool(better.all()):
+        if not self.static and y.device.type == "cpu" and bool(better.all()):
             self.best_y, self.best_res = y, self.res
         else:
             self.best_y = torch.where(better[:, None], y, self.best_y)
@@ -67,7 +72,9 @@ class Tracker:
         self.history_max.append(self._max(self.res))
 
     def result(self) -> tuple[torch.Tensor, SolverStats]:
-        history = torch.stack(self.history_max).tolist()  # one transfer for the whole solve
+        history = torch.stack(self.history_max)
+        # One transfer for the whole solve (compiled: a tensor, read when the user reads it).
+        history = history if self.static else history.tolist()
         stats = SolverStats(
             self.name, self.iterations, self.evals, self.best_res, self.tol, history
         )

@@ -32,7 +32,7 @@ class TensorBoardLogger:
     """Write every number of the epoch's record as a TensorBoard scalar at step ``epoch``:
     the losses, the learning rate, the solver statistics (forward and adjoint iterations per
     step, the unconverged fraction and count), skipped batches and the epoch's time; a value
-    that is ``None`` (no adjoint solve that epoch) is left out. See :data:`TAGS`.
+    that is ``None`` (no adjoint solve that epoch) is left out. See ``TAGS``.
 
     Use: ``fit(..., logger=TensorBoardLogger("runs/exp1"))``, then ``tensorboard --logdir runs``.
     The events are flushed after every epoch, so a running job can be watched; :meth:`close`
