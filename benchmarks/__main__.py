@@ -22,6 +22,7 @@ NAMES = [
     "scaling",
     "equal_residual",
     "inexact",
+    "compiled",
 ]
 
 
