@@ -3,8 +3,8 @@
 A :class:`~irn.ThetaLayer` turns its options and the call's θ, h and input into a frozen
 :class:`StepPlan` (the scheme, the forward solver and where it starts, the stopping rule, the
 backward pass, the failure policy and where statistics go); ``irn._step.solve_step`` runs the
-plan and never reads the layer. The "auto" solver rule is :func:`irn.plan.auto_solvers`, the only place it
-is written.
+plan and never reads the layer. The "auto" solver rule is :func:`irn.plan.auto_solvers`, the
+only place it is written.
 
 The backward pass is :class:`Adjoint` (the exact implicit-function-theorem gradient, the default),
 ``"unrolled"`` (autograd through the solver's iterations), or one of the inexact opt-ins of
