@@ -25,7 +25,9 @@ PYTEST  := $(NETGUARD) $(VENV)/bin/pytest -n $(WORKERS) --dist loadfile --nbval 
 # asserts, and the numerics of fields, layers, solvers and spectra (not the CLI, checkpoints,
 # data or experiment plumbing, which the first pass covers).
 OTHER_CPU := book tests/test_exercises.py tests/test_fields.py tests/test_layers.py \
-	tests/test_solvers.py tests/test_spectral.py tests/test_stability.py tests/test_attacks.py
+	tests/test_solvers.py tests/test_spectral.py tests/test_stability.py tests/test_attacks.py \
+	tests/test_step.py tests/test_adjoint.py tests/test_anderson.py tests/test_gmres.py \
+	tests/test_neumann.py tests/test_scheme.py tests/test_precision.py tests/test_inexact.py
 # Only the folders that exist (empty ones are not in git); ruff fails on a missing path.
 LINT_PATHS := $(wildcard irn tests benchmarks scripts _ext examples)
 
