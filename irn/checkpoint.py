@@ -3,30 +3,6 @@ of ``irn.training.checkpoint``, whose names this module re-exports."""
 
 from __future__ import annotations
 
-from .training.checkpoint import (
-    FORMAT,
-    CheckpointError,
-    capture_rng,
-    load,
-    load_into,
-    read_checkpoint,
-    restore_rng,
-    save,
-    save_training,
-    unwrap,
-    write,
-)
-
-__all__ = [
-    "FORMAT",
-    "CheckpointError",
-    "capture_rng",
-    "load",
-    "load_into",
-    "read_checkpoint",
-    "restore_rng",
-    "save",
-    "save_training",
-    "unwrap",
-    "write",
-]
+# One list of names, the implementation's: this module adds nothing and hides nothing.
+from .training.checkpoint import *  # noqa: F403
+from .training.checkpoint import __all__  # noqa: F401

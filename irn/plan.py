@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from ._layer_checks import finite_positive, positive_int
 from .inexact import JFB, Phantom
 from .scheme import ThetaScheme
 from .solvers import LINEAR_CONFIGS, NONLINEAR_CONFIGS, SolverConfig, make_config
@@ -131,8 +132,6 @@ class Adjoint:
     options: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        from ._layer_checks import finite_positive, positive_int
-
         object.__setattr__(self, "tol", finite_positive("adjoint_tol", self.tol, True))
         object.__setattr__(self, "max_iter", positive_int("adjoint_max_iter", self.max_iter, True))
         object.__setattr__(self, "options", dict(self.options or {}))

@@ -41,7 +41,6 @@ __all__ = [
     "names",
     "run",
     "save_results",
-    "write_atomic",
 ]
 
 # name -> module path (paper-notes sections in each module's docstring).

@@ -38,7 +38,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import meta, write_atomic
+from ..atomic import write_atomic
+from . import meta
 
 __all__ = ["FORMAT", "SUFFIX", "Partial", "PartialError", "partial_path", "run_cells"]
 

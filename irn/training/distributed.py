@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
+    "active",
     "all_reduce_max",
     "all_reduce_mean",
     "all_reduce_sum",
